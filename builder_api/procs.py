@@ -1,0 +1,76 @@
+"""Starting and stopping child processes: a list argv (execvp semantics, never a shell), its own
+process group, output appended to a log file inside the project root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+
+from .paths import open_inside
+
+
+def spawn(
+    argv: Sequence[str], cwd: str, root: str, log_path: str, env_extra: dict[str, str]
+) -> subprocess.Popen:
+    """Start `argv` (shell=False) in a new session, stdout+stderr appended to `log_path`."""
+    env = dict(os.environ)
+    env.update(env_extra)
+    fd = open_inside(root, log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        return subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=subprocess.STDOUT,
+            shell=False,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        os.close(fd)
+
+
+def signal_group(proc: subprocess.Popen, signum: int) -> None:
+    """Send `signum` to the whole process group of `proc` (it leads its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signum)
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float) -> int | None:
+    """TERM the process group, wait `grace_s`, then KILL it; return the exit code."""
+    if proc.poll() is None:
+        signal_group(proc, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace_s)
+    # Children that ignored TERM (or outlived the leader) get KILL too.
+    signal_group(proc, signal.SIGKILL)
+    try:
+        return proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # pragma: no cover - unkillable process
+        return None
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "unknown"
+    if code < 0:
+        try:
+            return signal.Signals(-code).name
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit {code}"
+
+
+def now() -> float:
+    return time.time()
+
+
+def argv_text(argv: list[str]) -> str:
+    return " ".join(argv)

@@ -1,0 +1,393 @@
+"""The request→response core, driven without sockets: routing, Host/Origin checks, CORS,
+password and lockout (with an injected clock), and Hypothesis over queries and bodies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from builder_api.app import App
+from builder_api.httpcore import HttpError, parse_head, parse_target
+from tests.unit.test_builder_support import FakeClock, app, body, make_config, request
+
+__all__ = ["app"]
+
+PASSWORD = "s3cret-pass"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def locked_app(tmp_path: Path, clock: FakeClock) -> Iterator[App]:
+    application = App(make_config(tmp_path), PASSWORD, clock=clock)
+    application.start()
+    yield application
+    application.shutdown()
+
+
+@pytest.fixture
+def remote_app(tmp_path: Path) -> Iterator[App]:
+    config = make_config(tmp_path).with_overrides(bind="0.0.0.0")
+    application = App(config, PASSWORD)
+    application.start()
+    yield application
+    application.shutdown()
+
+
+def test_app_status_ok(app: App) -> None:
+    response = app.handle(request("GET", "/status"))
+    assert (response.status, body(response)["run"]["running"]) == (200, False)
+
+
+def test_app_unknown_path_404(app: App) -> None:
+    assert app.handle(request("GET", "/nope")).status == 404
+
+
+def test_app_wrong_method_405(app: App) -> None:
+    assert app.handle(request("GET", "/build")).status == 405
+
+
+def test_app_build_off_list_arg_400(app: App) -> None:
+    response = app.handle(request("POST", "/build", {"args": ["rm -rf /"]}))
+    assert response.status == 400
+
+
+def test_app_build_queues_202(app: App) -> None:
+    response = app.handle(request("POST", "/build", {"args": ["ok"]}, {"X-Agent-ID": "agent-7"}))
+    assert (response.status, body(response)["agent"]) == (202, "agent-7")
+
+
+def test_app_build_body_not_json_400(app: App) -> None:
+    assert app.handle(request("POST", "/build", b"{nope")).status == 400
+
+
+def test_app_build_args_not_list_400(app: App) -> None:
+    assert app.handle(request("POST", "/build", {"args": "ok"})).status == 400
+
+
+def test_app_build_unconfigured_409(tmp_path: Path) -> None:
+    application = App(make_config(tmp_path, {"build": {"command": ["true"]}}))
+    config = application.config
+    object.__setattr__(config.build, "command", ())
+    assert application.handle(request("POST", "/build", {"args": []})).status == 409
+
+
+def test_app_bad_agent_id_400(app: App) -> None:
+    assert app.handle(request("GET", "/status", headers={"X-Agent-ID": "a\x01b"})).status == 400
+
+
+def test_app_foreign_host_403(app: App) -> None:
+    assert (
+        app.handle(request("GET", "/status", headers={"Host": "evil.example:6666"})).status == 403
+    )
+
+
+def test_app_docker_host_allowed(app: App) -> None:
+    response = app.handle(request("GET", "/status", headers={"Host": "host.docker.internal:6666"}))
+    assert response.status == 200
+
+
+def test_app_missing_host_400(app: App) -> None:
+    req = request("GET", "/status")
+    del req.headers["host"]
+    assert app.handle(req).status == 400
+
+
+def test_app_cross_origin_post_403(app: App) -> None:
+    response = app.handle(
+        request("POST", "/build", {"args": ["ok"]}, {"Origin": "http://evil.example"})
+    )
+    assert response.status == 403
+
+
+def test_app_other_local_port_origin_403(app: App) -> None:
+    response = app.handle(request("POST", "/run", headers={"Origin": "http://localhost:3000"}))
+    assert response.status == 403
+
+
+def test_app_same_origin_allowed(app: App) -> None:
+    origin = f"http://127.0.0.1:{app.port}"
+    assert app.handle(request("GET", "/status", headers={"Origin": origin})).status == 200
+
+
+def test_app_ws_foreign_origin_403(app: App) -> None:
+    response = app.handle(
+        request(
+            "GET",
+            "/ws",
+            headers={
+                "Origin": "http://evil.example",
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            },
+        )
+    )
+    assert response.status == 403
+
+
+def test_app_ws_handshake_101(app: App) -> None:
+    response = app.handle(
+        request(
+            "GET",
+            "/ws",
+            headers={
+                "Upgrade": "websocket",
+                "Connection": "keep-alive, Upgrade",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            },
+        )
+    )
+    assert (response.status, response.headers["Sec-WebSocket-Accept"]) == (
+        101,
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+    )
+
+
+def test_app_ws_bad_version_426(app: App) -> None:
+    response = app.handle(
+        request(
+            "GET",
+            "/ws",
+            headers={
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Version": "8",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            },
+        )
+    )
+    assert response.status == 426
+
+
+def test_app_log_preflight_answers_cors(app: App) -> None:
+    response = app.handle(request("OPTIONS", "/log", headers={"Origin": "http://localhost:3000"}))
+    assert (response.status, response.headers["Access-Control-Allow-Origin"]) == (
+        204,
+        "http://localhost:3000",
+    )
+
+
+def test_app_preflight_elsewhere_refused(app: App) -> None:
+    response = app.handle(request("OPTIONS", "/build", headers={"Origin": "http://x.example"}))
+    assert (response.status, "Access-Control-Allow-Origin" in response.headers) == (403, False)
+
+
+def test_app_browser_log_becomes_event(app: App) -> None:
+    response = app.handle(
+        request(
+            "POST",
+            "/log",
+            {
+                "entries": [
+                    {
+                        "level": "error",
+                        "message": "boom",
+                        "url": "http://localhost:3000/",
+                        "line": 3,
+                    }
+                ]
+            },
+            {"Origin": "http://localhost:3000"},
+        )
+    )
+    events = body(app.handle(request("GET", "/events?type=browser")))["events"]
+    assert (response.status, events[-1]["message"], events[-1]["level"]) == (200, "boom", "error")
+
+
+def test_app_browser_log_bad_level_400(app: App) -> None:
+    assert app.handle(request("POST", "/log", {"level": "evil"})).status == 400
+
+
+def test_app_serves_browser_js(app: App) -> None:
+    response = app.handle(request("GET", "/browser.js"))
+    assert (response.status, b"console" in response.body) == (200, True)
+
+
+# -- password ---------------------------------------------------------------------------------
+
+
+def test_auth_post_without_password_401(locked_app: App) -> None:
+    assert locked_app.handle(request("POST", "/stop")).status == 401
+
+
+def test_auth_post_with_header_200(locked_app: App) -> None:
+    response = locked_app.handle(
+        request("POST", "/stop", headers={"X-Builder-API-Password": PASSWORD})
+    )
+    assert response.status == 200
+
+
+def test_auth_post_with_query_key_200(locked_app: App) -> None:
+    assert locked_app.handle(request("POST", f"/stop?key={PASSWORD}")).status == 200
+
+
+def test_auth_get_on_loopback_open(locked_app: App) -> None:
+    assert locked_app.handle(request("GET", "/status")).status == 200
+
+
+def test_auth_get_beyond_loopback_needs_password(remote_app: App) -> None:
+    assert remote_app.handle(request("GET", "/status")).status == 401
+
+
+def test_auth_get_beyond_loopback_with_password(remote_app: App) -> None:
+    response = remote_app.handle(
+        request("GET", "/status", headers={"X-Builder-API-Password": PASSWORD})
+    )
+    assert response.status == 200
+
+
+def test_auth_key_never_in_event_feed(locked_app: App, tmp_path: Path) -> None:
+    for _ in range(3):
+        locked_app.handle(request("POST", "/stop?key=wrong-guess"))
+    locked_app.handle(request("POST", f"/stop?key={PASSWORD}"))
+    feed = Path(locked_app.config.events_file).read_text()
+    assert ("wrong-guess" in feed, PASSWORD in feed) == (False, False)
+
+
+def test_auth_lockout_after_limit(locked_app: App) -> None:
+    for _ in range(3):
+        locked_app.handle(request("POST", "/stop", headers={"X-Builder-API-Password": "no"}))
+    good = request("POST", "/stop", headers={"X-Builder-API-Password": PASSWORD})
+    assert locked_app.handle(good).status == 429
+
+
+def test_auth_lockout_is_per_client(locked_app: App) -> None:
+    for _ in range(3):
+        locked_app.handle(request("POST", "/stop", client="10.0.0.9"))
+    good = request("POST", "/stop", headers={"X-Builder-API-Password": PASSWORD})
+    assert locked_app.handle(good).status == 200
+
+
+def test_auth_lockout_ends_after_lockout_s(locked_app: App, clock: FakeClock) -> None:
+    for _ in range(3):
+        locked_app.handle(request("POST", "/stop"))
+    clock.now += 61
+    good = request("POST", "/stop", headers={"X-Builder-API-Password": PASSWORD})
+    assert locked_app.handle(good).status == 200
+
+
+def test_auth_failures_outside_window_do_not_add_up(locked_app: App, clock: FakeClock) -> None:
+    for _ in range(2):
+        locked_app.handle(request("POST", "/stop"))
+    clock.now += 61
+    locked_app.handle(request("POST", "/stop"))
+    good = request("POST", "/stop", headers={"X-Builder-API-Password": PASSWORD})
+    assert locked_app.handle(good).status == 200
+
+
+def test_auth_lockout_warns_and_emits_event(
+    locked_app: App, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for _ in range(3):
+        locked_app.handle(request("POST", "/stop"))
+    events = body(locked_app.handle(request("GET", "/events?type=auth_lockout")))["events"]
+    assert (len(events), "locked out" in capsys.readouterr().err) == (1, True)
+
+
+# -- Hypothesis: any query or body yields a 4xx or a success, never a 5xx ---------------------
+
+paths = st.sampled_from(
+    [
+        "/status",
+        "/build",
+        "/build_status",
+        "/queue",
+        "/logs",
+        "/events",
+        "/run",
+        "/stop",
+        "/log",
+        "/queue/1",
+        "/queue/x",
+        "/",
+        "/ws",
+    ]
+)
+query_keys = st.sampled_from(["id", "wait", "n", "file", "type", "since", "pid", "key", "x"])
+query_values = (
+    st.text(max_size=12)
+    | st.integers(-5, 10**13).map(str)
+    | st.sampled_from(
+        ["app", "build", "run", "0.01", "-1", "1e9", "nan", "inf", "%00", "..", "../../etc/passwd"]
+    )
+)
+json_bodies = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda c: (
+        st.lists(c, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["args", "entries", "level", "message", "line", "x"]), c, max_size=3
+        )
+    ),
+    max_leaves=8,
+)
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    method=st.sampled_from(["GET", "POST", "DELETE", "OPTIONS", "PUT"]),
+    path=paths,
+    params=st.dictionaries(query_keys, query_values, max_size=4),
+    payload=json_bodies | st.binary(max_size=40),
+)
+@example(method="GET", path="/build_status", params={"id": "99999999999999"}, payload=None)
+@example(method="GET", path="/logs", params={"file": "app", "n": "-5"}, payload=None)
+@example(method="POST", path="/build", params={}, payload={"args": [None]})
+def test_app_any_request_never_5xx(
+    app: App, method: str, path: str, params: dict[str, str], payload: Any
+) -> None:
+    from urllib.parse import urlencode
+
+    target = path + ("?" + urlencode(params) if params else "")
+    try:
+        req = request(
+            method, target, payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        )
+    except HttpError as exc:
+        assert exc.status < 500
+        return
+    if path == "/build_status":
+        req.query["wait"] = "0"
+    if path == "/run" or path == "/stop":
+        return  # starting real processes hundreds of times is slow; covered elsewhere
+    if path == "/build":
+        req.query.clear()
+    assert app.handle(req).status < 500
+
+
+@settings(max_examples=500, deadline=None)
+@given(head=st.binary(max_size=300))
+@example(head=b"GET / HTTP/1.1\r\nHost: a\x00b")
+@example(head=b"GET / HTTP/1.1\r\n folded")
+def test_http_parse_head_raises_only_http_error(head: bytes) -> None:
+    try:
+        parse_head(head)
+    except HttpError as exc:
+        assert 400 <= exc.status < 500
+
+
+@settings(max_examples=500, deadline=None)
+@given(target=st.text(max_size=100))
+@example(target="/a%00b")
+@example(target="/x?y=%ff")
+@example(target="/x?" + "&".join(f"k{i}=1" for i in range(100)))
+def test_http_parse_target_raises_only_http_error(target: str) -> None:
+    try:
+        parse_target(target)
+    except HttpError as exc:
+        assert 400 <= exc.status < 500

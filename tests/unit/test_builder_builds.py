@@ -1,0 +1,354 @@
+"""Build queue, long-poll, cancel, logs, events and the runtime process, through `App.handle`."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+from builder_api.app import App
+from builder_api.logtail import tail_fd
+from tests.unit.test_builder_support import app, body, request
+
+__all__ = ["app"]
+
+
+def queue_build(app: App, *args: str, agent: str = "tester") -> int:
+    response = app.handle(request("POST", "/build", {"args": list(args)}, {"X-Agent-ID": agent}))
+    assert response.status == 202, response.body
+    return int(body(response)["id"])
+
+
+def wait_status(app: App, build_id: int, wait: float = 15) -> dict:
+    return body(app.handle(request("GET", f"/build_status?id={build_id}&wait={wait}")))
+
+
+def test_build_success_carries_own_log_tail(app: App) -> None:
+    build_id = queue_build(app, "ok")
+    status = wait_status(app, build_id)
+    assert (status["state"], status["done"], status["timed_out"]) == ("success", True, False)
+    assert any(f"of build {build_id} args=['ok']" in line for line in status["log_tail"])
+
+
+def test_build_log_tail_is_only_that_build(app: App) -> None:
+    first = queue_build(app, "ok")
+    second = queue_build(app, "fail")
+    wait_status(app, first)
+    status = wait_status(app, second)
+    assert all(f"of build {first} " not in line for line in status["log_tail"])
+
+
+def test_build_failure_state_and_exit_code(app: App) -> None:
+    status = wait_status(app, queue_build(app, "fail"))
+    assert (status["state"], status["exit_code"]) == ("failed", 3)
+
+
+def test_build_shell_metacharacters_are_inert(app: App) -> None:
+    status = wait_status(app, queue_build(app, "a;b", "$(x)"))
+    assert any("args=['a;b', '$(x)']" in line for line in status["log_tail"])
+
+
+def test_build_long_poll_times_out_and_says_so(app: App) -> None:
+    build_id = queue_build(app, "slow")
+    started = time.monotonic()
+    status = wait_status(app, build_id, wait=0.1)
+    assert (status["timed_out"], status["done"], time.monotonic() - started < 0.5) == (
+        True,
+        False,
+        True,
+    )
+
+
+def test_build_long_poll_outlives_build(app: App) -> None:
+    build_id = queue_build(app, "slow")
+    started = time.monotonic()
+    status = wait_status(app, build_id, wait=30)
+    elapsed = time.monotonic() - started
+    assert (status["done"], status["timed_out"], elapsed < 10) == (True, False, True)
+
+
+def test_build_queue_is_fifo(app: App) -> None:
+    ids = [queue_build(app, "ok", agent=f"agent-{i}") for i in range(3)]
+    wait_status(app, ids[-1])
+    started = [wait_status(app, i)["started_at"] for i in ids]
+    assert started == sorted(started)
+
+
+def test_build_max_pending_429(app: App) -> None:
+    queue_build(app, "hang")
+    time.sleep(0.2)  # let it start so the next ones are pending
+    for _ in range(4):
+        queue_build(app, "ok")
+    response = app.handle(request("POST", "/build", {"args": ["ok"]}))
+    assert response.status == 429
+
+
+def test_build_cancel_pending(app: App) -> None:
+    queue_build(app, "hang")
+    pending = queue_build(app, "ok")
+    response = app.handle(request("DELETE", f"/queue/{pending}"))
+    assert (response.status, body(response)["state"]) == (200, "cancelled")
+
+
+def test_build_cancel_running_kills_group(app: App) -> None:
+    running = queue_build(app, "hang")
+    time.sleep(0.3)
+    app.handle(request("DELETE", f"/queue/{running}"))
+    assert wait_status(app, running)["state"] == "cancelled"
+
+
+def test_build_cancel_unknown_404(app: App) -> None:
+    assert app.handle(request("DELETE", "/queue/999")).status == 404
+
+
+def test_build_cancel_finished_409(app: App) -> None:
+    build_id = queue_build(app, "ok")
+    wait_status(app, build_id)
+    assert app.handle(request("DELETE", f"/queue/{build_id}")).status == 409
+
+
+def test_build_queue_shows_pending_running_history(app: App) -> None:
+    done = queue_build(app, "ok")
+    wait_status(app, done)
+    queue_build(app, "hang")
+    queue_build(app, "ok")
+    time.sleep(0.2)
+    snapshot = body(app.handle(request("GET", "/queue")))
+    assert (
+        snapshot["running"]["args"],
+        len(snapshot["pending"]),
+        snapshot["history"][0]["id"],
+    ) == (["hang"], 1, done)
+
+
+def test_build_history_is_bounded(app: App) -> None:
+    ids = [queue_build(app, "ok") for _ in range(4)]
+    wait_status(app, ids[-1])
+    ids += [queue_build(app, "ok") for _ in range(4)]
+    wait_status(app, ids[-1])
+    assert len(body(app.handle(request("GET", "/queue")))["history"]) == 5
+
+
+def test_build_timeout(tmp_path: Path) -> None:
+    from tests.unit.test_builder_support import make_config
+
+    application = App(make_config(tmp_path, {"build": {"timeout_s": 0.3}}))
+    application.start()
+    try:
+        status = wait_status(application, queue_build(application, "hang"))
+    finally:
+        application.shutdown()
+    assert status["state"] == "timeout"
+
+
+def test_build_many_agents_at_once(app: App) -> None:
+    results: list[int] = []
+
+    def submit(i: int) -> None:
+        response = app.handle(request("POST", "/build", {"args": ["ok"]}, {"X-Agent-ID": f"a{i}"}))
+        results.append(response.status)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(set(results)) in ([202], [202, 429])
+
+
+def test_build_processes_get_events_path(app: App) -> None:
+    wait_status(app, queue_build(app, "event"))
+    events = body(app.handle(request("GET", "/events?type=custom")))["events"]
+    assert len(events) == 1
+
+
+# -- logs -------------------------------------------------------------------------------------
+
+
+def test_logs_tail_by_alias(app: App) -> None:
+    lines = body(app.handle(request("GET", "/logs?file=app&n=3")))["lines"]
+    assert lines == ["app line 497", "app line 498", "app line 499"]
+
+
+def test_logs_unknown_alias_404(app: App) -> None:
+    assert app.handle(request("GET", "/logs?file=nope")).status == 404
+
+
+def test_logs_path_parameter_is_not_a_path(app: App) -> None:
+    assert app.handle(request("GET", "/logs?file=../../etc/passwd")).status == 404
+
+
+def test_logs_symlink_swapped_in_after_start_is_refused(app: App, tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "app.log"
+    log.unlink()
+    log.symlink_to("/etc/passwd")
+    assert app.handle(request("GET", "/logs?file=app")).status == 403
+
+
+def test_logs_directory_swapped_for_symlink_is_refused(app: App, tmp_path: Path) -> None:
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (outside / "app.log").write_text("secret\n")
+    os.rename(tmp_path / "logs", tmp_path / "logs-old")
+    (tmp_path / "logs").symlink_to(outside)
+    assert app.handle(request("GET", "/logs?file=app")).status == 403
+
+
+def test_events_feed_symlink_swapped_in_is_not_followed(app: App, tmp_path: Path) -> None:
+    outside = tmp_path.parent / f"{tmp_path.name}-victim"
+    outside.write_text("")
+    feed = Path(app.config.events_file)
+    feed.unlink()
+    feed.symlink_to(outside)
+    app.events.emit("probe")
+    assert outside.read_text() == ""
+
+
+def test_logs_missing_file_is_empty(app: App) -> None:
+    data = body(app.handle(request("GET", "/logs?file=run")))
+    assert (data["exists"], data["lines"]) == (False, [])
+
+
+def test_logtail_big_file_bounded_memory(tmp_path: Path) -> None:
+    big = tmp_path / "big.log"
+    with open(big, "wb") as handle:
+        block = b"".join(b"%08d some log text here\n" % i for i in range(40000))
+        for _ in range(64):  # ~64 MiB: the cost must not grow with the file
+            handle.write(block)
+    fd = os.open(big, os.O_RDONLY)
+    try:
+        tracemalloc.start()
+        lines = tail_fd(fd, 200)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    finally:
+        os.close(fd)
+    assert (len(lines), lines[-1], peak < 2 * 1024 * 1024) == (
+        200,
+        "00039999 some log text here",
+        True,
+    )
+
+
+def test_logtail_long_line_is_cut(tmp_path: Path) -> None:
+    path = tmp_path / "one.log"
+    path.write_bytes(b"x" * 300000)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        lines = tail_fd(fd, 5)
+    finally:
+        os.close(fd)
+    assert (len(lines), lines[0].endswith("[cut]")) == (1, True)
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+def test_events_filter_by_type_and_n(app: App) -> None:
+    for i in range(5):
+        app.events.emit("tick", i=i)
+    events = body(app.handle(request("GET", "/events?type=tick&n=2")))["events"]
+    assert [e["i"] for e in events] == [3, 4]
+
+
+def test_events_filter_since(app: App) -> None:
+    first = app.events.emit("tick", i=0)
+    time.sleep(0.01)
+    app.events.emit("tick", i=1)
+    events = body(app.handle(request("GET", f"/events?type=tick&since={first['ts']}")))["events"]
+    assert [e["i"] for e in events] == [1]
+
+
+def test_events_filter_pid(app: App) -> None:
+    app.events.emit("tick", pid=4242)
+    app.events.emit("tick")
+    events = body(app.handle(request("GET", "/events?pid=4242")))["events"]
+    assert [e["pid"] for e in events] == [4242]
+
+
+def test_events_skip_foreign_lines(app: App) -> None:
+    with open(app.config.events_file, "a") as feed:
+        feed.write("not json\n[1,2]\n")
+    app.events.emit("after")
+    assert body(app.handle(request("GET", "/events?n=1")))["events"][0]["type"] == "after"
+
+
+# -- run / stop / status ----------------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_run_starts_and_stop_stops(app: App) -> None:
+    started = body(app.handle(request("POST", "/run")))
+    stopped = body(app.handle(request("POST", "/stop")))
+    assert (started["running"], stopped["running"], stopped["stopped"]) == (True, False, True)
+
+
+def test_run_always_restarts(app: App) -> None:
+    first = body(app.handle(request("POST", "/run")))["pid"]
+    second = body(app.handle(request("POST", "/run")))["pid"]
+    time.sleep(0.05)
+    assert (first != second, _alive(first)) == (True, False)
+
+
+def test_run_ignores_body_args(app: App) -> None:
+    response = app.handle(request("POST", "/run", {"args": ["--evil"]}))
+    assert body(response)["running"] is True
+
+
+def test_stop_kills_stubborn_group_after_grace(tmp_path: Path) -> None:
+    import sys
+
+    from tests.unit.test_builder_support import make_config
+
+    application = App(
+        make_config(
+            tmp_path,
+            {
+                "run": {
+                    "start_command": [sys.executable, "serve.py", "stubborn"],
+                    "stop_grace_s": 0.3,
+                }
+            },
+        )
+    )
+    application.start()
+    try:
+        pid = body(application.handle(request("POST", "/run")))["pid"]
+        time.sleep(0.2)
+        started = time.monotonic()
+        application.handle(request("POST", "/stop"))
+        elapsed = time.monotonic() - started
+    finally:
+        application.shutdown()
+    assert (_alive(pid), 0.25 < elapsed < 5) == (False, True)
+
+
+def test_status_reports_run_and_build(app: App) -> None:
+    app.handle(request("POST", "/run"))
+    status = body(app.handle(request("GET", "/status")))
+    assert (status["run"]["running"], status["build"]["pending"]) == (True, 0)
+
+
+def test_shutdown_stops_build_and_run(tmp_path: Path) -> None:
+    from tests.unit.test_builder_support import make_config
+
+    application = App(make_config(tmp_path))
+    application.start()
+    build_id = queue_build(application, "hang")
+    run_pid = body(application.handle(request("POST", "/run")))["pid"]
+    time.sleep(0.3)
+    build = application.builds.get(build_id)
+    assert build is not None and build.pid is not None
+    build_pid = build.pid
+    application.shutdown()
+    time.sleep(0.05)
+    assert (_alive(run_pid), _alive(build_pid)) == (False, False)

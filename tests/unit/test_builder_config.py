@@ -1,0 +1,209 @@
+"""Config schema: defaults, clear errors (file, key, reason), path scoping; Hypothesis over it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from builder_api import launch_args
+from builder_api.config import (
+    Config,
+    ConfigError,
+    build_config,
+    check_startable,
+    is_loopback,
+    load_config,
+    parse_text,
+)
+
+
+def test_config_defaults_without_a_file(tmp_path: Path) -> None:
+    config = load_config(str(tmp_path))
+    assert (config.server.bind, config.server.port) == ("127.0.0.1", 6666)
+    assert config.build.max_pending == 32
+    assert config.security.request_timeout_s == 30
+    assert config.security.auth_failures_per_minute == 10
+    assert config.security.lockout_s == 300
+    assert set(config.logs) == {"build", "run"}
+    assert config.events_file.startswith(str(tmp_path.resolve()))
+
+
+def test_config_reads_toml(tmp_path: Path) -> None:
+    (tmp_path / ".builder-api.toml").write_text(
+        '[server]\nport = 7000\n[build]\ncommand = ["make"]\nallowed_args = ["test"]\n'
+        '[logs]\napp = "app.log"\n'
+    )
+    config = load_config(str(tmp_path))
+    assert (config.server.port, config.build.command, config.logs["app"]) == (
+        7000,
+        ("make",),
+        str(tmp_path.resolve() / "app.log"),
+    )
+
+
+def test_config_reads_yaml(tmp_path: Path) -> None:
+    pytest.importorskip("yaml")
+    (tmp_path / ".builder-api.yml").write_text("build:\n  command: [make]\n  max_pending: 3\n")
+    assert load_config(str(tmp_path)).build.max_pending == 3
+
+
+def test_config_unknown_key_names_file_and_key(tmp_path: Path) -> None:
+    (tmp_path / ".builder-api.json").write_text(json.dumps({"build": {"comand": ["make"]}}))
+    with pytest.raises(ConfigError) as info:
+        load_config(str(tmp_path))
+    assert (info.value.key, info.value.file.endswith(".builder-api.json")) == ("build.comand", True)
+
+
+def test_config_string_command_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a string"):
+        build_config(str(tmp_path), "f.json", {"build": {"command": "make -j4"}})
+
+
+def test_config_bad_type_reason(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"expected an integer"):
+        build_config(str(tmp_path), "f.json", {"server": {"port": "80"}})
+
+
+def test_config_log_outside_root_refuses(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="outside the project root"):
+        build_config(str(tmp_path), "f.json", {"logs": {"etc": "/etc/passwd"}})
+
+
+def test_config_log_symlink_outside_root_refuses(tmp_path: Path) -> None:
+    (tmp_path / "link").symlink_to("/etc")
+    with pytest.raises(ConfigError, match=r"logs\.x"):
+        build_config(str(tmp_path), "f.json", {"logs": {"x": "link/passwd"}})
+
+
+def test_config_dotdot_escape_refuses(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"events\.file"):
+        build_config(str(tmp_path), "f.json", {"events": {"file": "../events.jsonl"}})
+
+
+def test_config_bad_alias_refuses(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="alias"):
+        build_config(str(tmp_path), "f.json", {"logs": {"a b": "x.log"}})
+
+
+def test_config_invalid_json_names_file(tmp_path: Path) -> None:
+    (tmp_path / ".builder-api.json").write_text("{nope")
+    with pytest.raises(ConfigError, match="invalid JSON"):
+        load_config(str(tmp_path))
+
+
+def test_config_non_loopback_needs_password(tmp_path: Path) -> None:
+    config = load_config(str(tmp_path)).with_overrides(bind="0.0.0.0")
+    with pytest.raises(ConfigError, match="requires a password"):
+        check_startable(config, None)
+
+
+def test_config_non_loopback_with_password_starts(tmp_path: Path) -> None:
+    config = load_config(str(tmp_path)).with_overrides(bind="0.0.0.0")
+    check_startable(config, "secret")
+
+
+@pytest.mark.parametrize(
+    "bind, expected",
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("172.17.0.1", False),
+    ],
+)
+def test_config_is_loopback(bind: str, expected: bool) -> None:
+    assert is_loopback(bind) is expected
+
+
+def test_config_bad_port_override(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="port"):
+        load_config(str(tmp_path)).with_overrides(port=70000)
+
+
+def test_config_plugin_must_be_python(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="plugin"):
+        build_config(str(tmp_path), "f.json", {"plugin": "plugin.sh"})
+
+
+def test_launch_args_runs_the_package_directory(tmp_path: Path) -> None:
+    argv = launch_args(str(tmp_path))
+    assert (argv[0], os.path.basename(argv[1]), argv[2:]) == (
+        sys.executable,
+        "builder_api",
+        ["--project", str(tmp_path)],
+    )
+
+
+# -- Hypothesis: any input parses into a Config or raises ConfigError, nothing else ------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-10, 70000)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+keys = st.sampled_from(
+    [
+        "server",
+        "build",
+        "run",
+        "logs",
+        "events",
+        "security",
+        "websocket",
+        "plugin",
+        "bind",
+        "port",
+        "command",
+        "allowed_args",
+        "max_pending",
+        "timeout_s",
+        "file",
+        "x",
+    ]
+)
+config_data = st.dictionaries(
+    keys, st.dictionaries(keys, json_values, max_size=4) | json_values, max_size=5
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=config_data)
+@example(data={"server": {"port": True}})
+@example(data={"logs": {"x": "\x00"}})
+@example(data={"build": {"command": []}})
+def test_config_any_data_parses_or_raises_config_error(
+    tmp_path: Path, data: dict[str, Any]
+) -> None:
+    try:
+        result = build_config(str(tmp_path.resolve()), "f.json", data)
+    except ConfigError as exc:
+        assert exc.file == "f.json"
+    else:
+        assert isinstance(result, Config)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=200), ext=st.sampled_from([".json", ".toml", ".yml"]))
+@example(text="[[", ext=".toml")
+@example(text="- a", ext=".yml")
+def test_config_any_text_parses_or_raises_config_error(text: str, ext: str) -> None:
+    with contextlib.suppress(ConfigError):
+        parse_text("f" + ext, text)
