@@ -29,7 +29,7 @@ Sections, in dependency order:
     Project identity           project root, stable id, container path, mounts
     Sessions and slots         resolve_session() -> SessionDecision; post-exit step (seam)
     Windows and tmux           window fan-out (not available yet), tmux mode for the container
-    Builder API launch         -a/--api (not available yet)
+    Builder API launch         -a/--api: start or reuse the project's builder API daemon
     Docker run argv            pure functions that build the `docker run` list
     Processes                  posix_spawn helpers: capture, stream, attach
     Engine seam                run_command() runs every external command; Engine wraps it
@@ -89,8 +89,13 @@ PERSISTENCE_DIRS = {
 HOST_DOTFILES = (".tmux.conf", ".p10k.zsh")
 
 # Capabilities the entrypoint's root setup needs before it drops to the agent user.
-# SETPCAP lets the entrypoint empty the bounding set before it starts the agent.
-SETUP_CAPABILITIES = ("CHOWN", "SETUID", "SETGID", "DAC_OVERRIDE", "FOWNER", "SETPCAP")
+# SETPCAP lets the entrypoint empty the bounding set before it starts the agent. KILL lets
+# tini (--init, root in the container) forward signals such as SIGWINCH and SIGTERM to the
+# agent, which runs as another uid: without it tini exits with "Operation not permitted"
+# and takes the session down. The agent itself keeps none of these.
+SETUP_CAPABILITIES = (
+    "CHOWN", "SETUID", "SETGID", "DAC_OVERRIDE", "FOWNER", "SETPCAP", "KILL",
+)  # fmt: skip
 CODEMAN_PORT = 3000  # the Codeman web UI listens here inside the container (-tc)
 LOOPBACK = "127.0.0.1"  # every published port is bound here, never on all interfaces
 
@@ -99,6 +104,12 @@ TOOL_ENV_KEYS = {
     "claude": ("ANTHROPIC_API_KEY",),
     "opencode": ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "ZAI_API_KEY"),
 }
+# Variables the tools read that are not llm-docker settings. A .env key that is a near-miss
+# of a setting name gets a "did you mean" warning, except these.
+KNOWN_CLIENT_VARIABLES = frozenset({
+    "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_MODEL",
+    "ANTHROPIC_SMALL_FAST_MODEL", "OPENAI_BASE_URL",
+})  # fmt: skip
 # Names that neither .env nor PASS_ENV may pass: they would break the container or, for
 # OPENCODE_PERMISSION, override the OpenCode policy file.
 RESERVED_ENV_NAMES = frozenset({
@@ -212,6 +223,13 @@ class LaunchLog:
 
     def info(self, message: str, *args: object) -> None:
         self._record(self.INFO, message, args)
+
+    def notice(self, message: str, *args: object) -> None:
+        """Record an info message that stderr shows unless -q, as `PROGRAM: MESSAGE`."""
+        if self.console_level <= self.WARNING:
+            text = message % args if args else message
+            sys.stderr.write(f"{self.program}: {text}\n")
+        self._record(self.INFO, message, args, echo=False)
 
     def warning(self, message: str, *args: object) -> None:
         self._record(self.WARNING, message, args)
@@ -364,14 +382,17 @@ SETTINGS: tuple[Setting, ...] = (
             "Container directory under which projects are mounted."),
     # Security.
     Setting("SANDBOX_ENABLED", "bool", "true",
-            "Drop all capabilities and set no-new-privileges. false allows ptrace/gdb."),
+            "true: the agent runs without capabilities. false: it keeps SYS_PTRACE for "
+            "gdb/strace (no-new-privileges stays on)."),
     Setting("CLAUDE_BYPASS_PERMISSIONS", "bool", "false",
             "Start Claude Code with --dangerously-skip-permissions (the managed policy "
             "still applies)."),
     Setting("AGENT_UID", "uid", "",
-            "uid of the agent user. Empty: your uid, or 1000 when you are root."),
+            "uid of the agent user. Empty: your uid; when you are root, the project owner's "
+            "uid (1000 when root owns the project)."),
     Setting("AGENT_GID", "uid", "",
-            "gid of the agent user. Empty: your gid, or 1000 when you are root."),
+            "gid of the agent user. Empty: your gid; when you are root, the project owner's "
+            "gid (1000 when it is 0)."),
     Setting("PASS_ENV", "names", "",
             "Extra host environment variables passed by name (comma- or space-separated)."),
     Setting("PIDS_LIMIT", "int", "4096", "Maximum number of processes in the container.",
@@ -606,7 +627,12 @@ def convert_setting(setting: Setting, raw: str, where: str, home: str) -> Settin
             "uid": (1, 2**31 - 2),
         }.get(kind, (setting.minimum, setting.maximum))
         if not low <= number <= high:
-            hint = "the agent must never be root" if kind == "uid" and number == 0 else ""
+            hint = (
+                f"the agent must never be root: set {setting.name} to the owner of your project "
+                "files (ls -ldn PROJECT shows uid and gid), or leave it empty"
+                if kind == "uid" and number == 0
+                else ""
+            )
             raise invalid(f"a number from {low} to {high}", hint)
         return number
 
@@ -751,9 +777,10 @@ def load_settings(environ: Mapping[str, str], conf_path: str, env_path: str, hom
         _apply_env_file_line(settings, assignment, home)
 
     for setting in SETTINGS:
-        if setting.name in environ and setting.where != "environment":
-            where = f"environment variable {setting.name}"
-            _apply(settings, setting, environ[setting.name], where, home)
+        value = environ.get(setting.name)
+        if value is None or (setting.where == "environment" and not value):
+            continue  # an empty LLM_DOCKER_HOME means the default state directory
+        _apply(settings, setting, value, f"environment variable {setting.name}", home)
 
     return settings
 
@@ -781,14 +808,14 @@ def _apply_env_file_line(settings: Settings, assignment: SettingsLine, home: str
             "the launcher sets it, or it would break the container or the tool's policy; "
             "remove the line",
         )
-    if setting is None:
+    if setting is not None:
+        _apply(settings, setting, assignment.value, assignment.location, home)
+    elif key not in KNOWN_CLIENT_VARIABLES:
         close = suggest_name(key, SETTINGS_BY_NAME)
         if close:
             log.warning(
                 "%s: %s is passed into the container as is%s", assignment.location, key, close
             )
-    else:
-        _apply(settings, setting, assignment.value, assignment.location, home)
     settings.env_file_values[key] = assignment.value
 
 
@@ -848,8 +875,23 @@ def state_paths(environ: Mapping[str, str], home: str) -> StatePaths:
         return StatePaths(os.path.join(home, ".llm-docker"))
 
     setting = SETTINGS_BY_NAME["LLM_DOCKER_HOME"]
-    root = convert_setting(setting, configured, "environment variable LLM_DOCKER_HOME", home)
-    return StatePaths(os.path.realpath(str(root)))
+    where = "environment variable LLM_DOCKER_HOME"
+    root = os.path.realpath(str(convert_setting(setting, configured, where, home)))
+    reason = ""
+    if root == "/" or root in SYSTEM_DIRECTORIES:
+        reason = "it is a system directory"
+    elif any(is_within(root, tree) for tree in SYSTEM_TREES):
+        reason = "it is inside a system directory"
+    elif root == home:
+        reason = "it is your home directory"
+    if reason:
+        raise SettingsError(
+            f"{where}: refusing LLM_DOCKER_HOME={quote_for_message(configured)} "
+            f"({quote_for_message(root)}): {reason}, and llm-docker keeps secrets and "
+            "sessions there",
+            "set LLM_DOCKER_HOME to a directory of its own, such as ~/.llm-docker, or unset it",
+        )
+    return StatePaths(root)
 
 
 ENV_FILE_TEMPLATE = """\
@@ -1068,22 +1110,34 @@ def sha256_hex(data: bytes) -> str:
 
 
 class Mount:
-    """One bind mount of a host path into the container."""
+    """One bind mount of a host path into the container.
 
-    __slots__ = ("readonly", "source", "target")
+    `nonrecursive` leaves out the host mounts below `source`. It matters only for a
+    read-only directory that may contain host mounts (WORKSPACE_DIR).
+    """
 
-    def __init__(self, source: str, target: str, readonly: bool) -> None:
+    __slots__ = ("nonrecursive", "readonly", "source", "target")
+
+    def __init__(
+        self, source: str, target: str, readonly: bool, nonrecursive: bool = False
+    ) -> None:
         self.source = source
         self.target = target
         self.readonly = readonly
+        self.nonrecursive = nonrecursive
 
     def spec(self) -> str:
         """Return the `--mount` value, each field CSV-quoted when it needs it."""
         fields = ["type=bind", csv_field("src", self.source), csv_field("dst", self.target)]
         if self.readonly:
-            # Read-only binds are not recursive on Engine 20.10; a non-recursive bind hides
-            # host mounts below the source instead of exposing them writable.
-            fields += ["readonly", "bind-nonrecursive=true"]
+            fields.append("readonly")
+        if self.nonrecursive:
+            # Engine 20.10 to 24 make a read-only bind read-only only at its top, so host
+            # mounts below it would stay writable. A non-recursive bind hides them instead.
+            # NOTE: Docker 25+ spells this bind-recursive=disabled, and its CLI warns that
+            # bind-nonrecursive is deprecated. CLIs before 25 reject the new spelling, so
+            # bind-nonrecursive stays (one warning, on WORKSPACE_DIR launches only).
+            fields.append("bind-nonrecursive=true")
         return ",".join(fields)
 
     def __repr__(self) -> str:
@@ -1164,11 +1218,20 @@ def resolve_project(
     """Resolve real paths, apply the guards and compute the mounts of the project."""
     launch_real = resolve_directory(launch_dir, "project directory")
     root = find_project_root(launch_real, home)
-    guard_host_directory(
-        root, "project root", home, state.root, code_dir,
-        f"start {program} inside a project directory (for example ~/Projects/app) or pass "
-        f"one: {program} ~/Projects/app",
-    )  # fmt: skip
+    try:
+        guard_host_directory(
+            root, "project root", home, state.root, code_dir,
+            f"start {program} inside a project directory (for example ~/Projects/app) or "
+            f"pass one: {program} ~/Projects/app",
+        )  # fmt: skip
+    except GuardError as error:
+        if root == launch_real:
+            raise
+        raise GuardError(
+            f"{error.message} (it is the git top level of {quote_for_message(launch_real)}, "
+            "and the whole repository is mounted)",
+            f"use a project outside that repository; {error.hint}",
+        ) from None
     docker_dir = guard_docker_dir(settings.text("DOCKER_DIR"), settings.sources["DOCKER_DIR"])
 
     name = os.path.basename(root)
@@ -1185,7 +1248,7 @@ def resolve_project(
             "(for example ~/Projects), or leave it empty",
         )  # fmt: skip
         workspace_target = f"{docker_dir}/{os.path.basename(workspace)}"
-        mounts.append(Mount(workspace, workspace_target, readonly=True))
+        mounts.append(Mount(workspace, workspace_target, readonly=True, nonrecursive=True))
         if is_within(root, workspace):
             relative = os.path.relpath(root, workspace)
             if relative != ".":
@@ -1272,6 +1335,10 @@ def resolve_session(options: Options, project: Project) -> SessionDecision:
         if mode == "new-print":
             return SessionDecision("new", None, options.slot, None)
 
+    # Arguments after `--` (for example --version or a prompt of the user's own) would be
+    # mixed up with an injected first message, so BOOT.md is sent only when there are none.
+    if options.passthrough:
+        return SessionDecision("new", None, options.slot, None)
     return SessionDecision("new", None, options.slot, read_first_message(project))
 
 
@@ -1360,10 +1427,11 @@ def check_tmux_mode(options: Options, settings: Settings) -> None:
 def reject_unavailable(options: Options) -> None:
     """Refuse flags whose host-side work is not part of this launcher yet.
 
-    TODO: lift each refusal when its work lands (window fan-out, slots, builder API launch).
+    TODO: lift each refusal when its work lands (window fan-out, slots, tmux in the image).
+    A window count of 1 is an ordinary single launch.
     """
     program = TOOL_PROGRAMS[options.tool]
-    if options.windows is not None:
+    if options.windows is not None and options.windows > 1:
         raise NotAvailableError(
             f"the window count {options.windows} (N windows with slots 1..N) is not available yet",
             f"run {program} without a window count, once per terminal",
@@ -1373,10 +1441,12 @@ def reject_unavailable(options: Options) -> None:
             "--slot is not available yet (slot save and restore)",
             f"use {program} -c to continue the newest session, or {program} -c <session-id>",
         )
-    if options.api:
+    if options.tmux != "none":
         raise NotAvailableError(
-            "-a/--api is not available yet (starting the builder API in a new terminal)",
-            "start the builder API yourself in another terminal",
+            f"{options.tmux_flag} is not available yet: the image does not run the tool in "
+            "tmux so far",
+            f"run {program} without {options.tmux_flag}; to use tmux, start it in your own "
+            f"terminal and run {program} inside it",
         )
 
 
@@ -1385,9 +1455,505 @@ def reject_unavailable(options: Options) -> None:
 # ====================================================================================
 
 
+BUILDER_API_READY_SECONDS = 10.0  # a started daemon whose port stays closed longer has failed
+BUILDER_API_POLL_SECONDS = 0.1  # interval of the readiness check
+BUILDER_API_CONNECT_SECONDS = 0.5  # timeout of one TCP connect to the daemon's port
+BUILDER_API_LOG_TAIL_LINES = 10  # lines of the daemon log shown when it fails to start
+BUILDER_API_RECORD_VERSION = 1  # format of STATE/builder-api/<project-id>.pid
+BUILDER_API_RECORD_MAX_BYTES = 4096
+CONTAINER_BUILDER_CLIENT = "/opt/llm-docker/builder_api/client.py"
+# The bridge network's IPv4 gateway and subnet, one `GATEWAY|SUBNET` entry per IPAM config.
+BRIDGE_IPAM_FORMAT = "{{range .IPAM.Config}}{{.Gateway}}|{{.Subnet}} {{end}}"
+
+
 def builder_api_url(settings: Settings) -> str:
-    """Return the URL the container uses to reach the builder API."""
-    return f"http://{settings.text('BUILDER_API_HOST')}:{settings.number('BUILDER_API_PORT')}"
+    """Return the URL the container uses to reach the builder API.
+
+    With NETWORK_MODE=host the container shares the host's loopback, where -a binds the
+    daemon, so the default BUILDER_API_HOST is replaced by 127.0.0.1.
+    """
+    host = settings.text("BUILDER_API_HOST")
+    default_host = SETTINGS_BY_NAME["BUILDER_API_HOST"].default
+    if settings.text("NETWORK_MODE") == "host" and host == default_host:
+        host = LOOPBACK
+    return f"http://{host}:{settings.number('BUILDER_API_PORT')}"
+
+
+class BuilderApiLaunch:
+    """The builder API daemon that -a starts or reuses for one project.
+
+    `environment` is the daemon's whole environment and carries the password, which is never
+    in `argv`. `in_terminal` is true on macOS, where the daemon runs in a new Terminal window
+    and writes no log file. A mode-0600 file, deleted once read, then hands the password to
+    that window's shell.
+    """
+
+    def __init__(
+        self,
+        argv: list[str],
+        environment: dict[str, str],
+        bind: str,
+        port: int,
+        project_root: str,
+        record_file: str,
+        log_file: str,
+        in_terminal: bool,
+    ) -> None:
+        self.argv = argv
+        self.environment = environment
+        self.bind = bind
+        self.port = port
+        self.project_root = project_root
+        self.record_file = record_file
+        self.log_file = log_file
+        self.in_terminal = in_terminal
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.environment.get("BUILDER_API_PASSWORD"))
+
+    def address(self) -> str:
+        return f"http://{self.bind}:{self.port}"
+
+
+def builder_api_command(code_dir: str, project_root: str) -> list[str]:
+    """Return the daemon argv from `builder_api.launch_args` of the package beside llmdocker.py.
+
+    The package is loaded from its file path, so another `builder_api` on sys.path is never
+    used. A copy of llmdocker.py alone has no package and gets a LauncherError.
+    """
+    package_dir = os.path.join(code_dir, "builder_api")
+    init_file = os.path.join(package_dir, "__init__.py")
+    if not os.path.isfile(init_file):
+        raise LauncherError(
+            f"-a/--api needs the builder API package {quote_for_message(package_dir)}, "
+            "which does not exist",
+            "-a needs the full llm-docker checkout (llmdocker.py together with builder_api/); "
+            "a copy of llmdocker.py alone cannot start the builder API",
+        )
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "builder_api", init_file, submodule_search_locations=[package_dir]
+    )
+    if spec is None or spec.loader is None:
+        raise LauncherError(f"cannot load the builder API package {quote_for_message(init_file)}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(module.launch_args(project_root))
+
+
+def parse_bridge_gateway(text: str) -> str | None:
+    """Return the first IPv4 gateway in BRIDGE_IPAM_FORMAT output, or None.
+
+    Docker 20.10 reports only the subnet of the default bridge, without a gateway. The gateway
+    is then the subnet's first address (.1), which dockerd assigns to docker0.
+    """
+    import ipaddress
+
+    for entry in text.split():
+        gateway, _, subnet = entry.partition("|")
+        try:
+            if gateway:
+                return str(ipaddress.IPv4Address(gateway))
+            if subnet:
+                return str(ipaddress.IPv4Network(subnet, strict=False).network_address + 1)
+        except ValueError:
+            continue
+    return None
+
+
+def builder_api_bind(settings: Settings, engine: Engine, platform: str) -> str:
+    """Return the address the daemon listens on so the container can reach it.
+
+    Docker Desktop (macOS) forwards host.docker.internal to the host's loopback, and a
+    host-network container shares it, so both get 127.0.0.1. A bridge container on Linux
+    reaches the host at the bridge gateway (`--add-host host.docker.internal:host-gateway`).
+    """
+    if platform == "darwin" or settings.text("NETWORK_MODE") == "host":
+        return LOOPBACK
+    if engine.name != "docker":
+        # NOTE: Podman names its network `podman` and reports gateways in another format.
+        raise NotAvailableError(
+            f"-a with LLM_DOCKER_ENGINE={engine.name} and NETWORK_MODE=bridge is not available "
+            "yet (finding the bridge gateway is Docker-only)",
+            "start the builder API yourself (python3 builder_api --project DIR --bind ADDRESS), "
+            "or use NETWORK_MODE=host",
+        )
+
+    result = engine.query("network", "inspect", "bridge", "--format", BRIDGE_IPAM_FORMAT)
+    if result.returncode != 0:
+        raise engine.failure("docker network inspect bridge", result)
+    gateway = parse_bridge_gateway(result.stdout)
+    if gateway is None:
+        raise EngineError(
+            "the docker bridge network has no IPv4 gateway or subnet "
+            f"(docker network inspect bridge: {quote_for_message(result.stdout.strip())})",
+            "set NETWORK_MODE=host in llm-docker.conf, or start the builder API yourself",
+        )
+    return gateway
+
+
+def is_loopback_address(address: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+def plan_builder_api(
+    settings: Settings,
+    project: Project,
+    state: StatePaths,
+    engine: Engine,
+    code_dir: str,
+    environ: Mapping[str, str],
+    platform: str,
+) -> BuilderApiLaunch:
+    """Decide how -a runs the project's daemon; raise before anything starts when it cannot.
+
+    Any bind beyond loopback needs BUILDER_API_PASSWORD, because the daemon refuses to start
+    without one there and every container on the bridge could reach it.
+    """
+    base_argv = builder_api_command(code_dir, project.root)
+    bind = builder_api_bind(settings, engine, platform)
+    password = settings.text("BUILDER_API_PASSWORD")
+    if not password and not is_loopback_address(bind):
+        raise SettingsError(
+            f"-a binds the builder API to {bind}, the docker bridge gateway, so that the "
+            "container can reach it. An address beyond loopback requires a password, but "
+            "BUILDER_API_PASSWORD is not set",
+            f"add BUILDER_API_PASSWORD=<a long random value> to {state.env_file}; the launcher "
+            "passes it to the daemon and the container by name, never on a command line",
+        )
+
+    port = settings.number("BUILDER_API_PORT")
+    argv = [*base_argv, "--bind", bind, "--port", str(port)]
+    # NOTE: a project config that sets server.password_env to another name gets no password.
+    environment = {name: value for name, value in environ.items() if name != "BUILDER_API_PASSWORD"}
+    if password:
+        environment["BUILDER_API_PASSWORD"] = password
+    record_file = os.path.join(state.root, "builder-api", f"{project.project_id}.pid")
+    log_file = os.path.join(state.logs, f"builder-api-{project.project_id}.log")
+    return BuilderApiLaunch(
+        argv, environment, bind, port, project.root, record_file, log_file, platform == "darwin"
+    )
+
+
+def builder_api_client_mount(code_dir: str) -> Mount:
+    """Return the read-only mount of the in-container client (the image does not ship it)."""
+    return Mount(
+        os.path.join(code_dir, "builder_api", "client.py"), CONTAINER_BUILDER_CLIENT, readonly=True
+    )
+
+
+def process_alive(pid: int) -> bool:
+    """Return whether a process with this pid exists (possibly owned by another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def port_is_open(host: str, port: int) -> bool:
+    """Return whether a TCP connect to host:port succeeds within BUILDER_API_CONNECT_SECONDS."""
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=BUILDER_API_CONNECT_SECONDS).close()
+    except OSError:
+        return False
+    return True
+
+
+def child_exited(pid: int) -> bool:
+    """Return whether our child `pid` has exited (and reap it); other pids: not alive."""
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return not process_alive(pid)
+    return reaped == pid
+
+
+def spawn_detached(argv: Sequence[str], environment: Mapping[str, str], log_file: str) -> int:
+    """Start argv in a new session with stdin from /dev/null and output appended to log_file.
+
+    Returns the pid. The new session has no controlling terminal, so Ctrl-C in the launcher's
+    terminal and the end of the container leave the daemon running.
+    """
+    path = find_executable(argv[0], environment.get("PATH"))
+    if path is None:
+        raise LauncherError(f"{quote_for_message(argv[0])} not found to start the builder API")
+    log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        actions: list[tuple[object, ...]] = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, log_fd, 1),
+            (os.POSIX_SPAWN_DUP2, log_fd, 2),
+        ]
+        return os.posix_spawn(
+            path, list(argv), dict(environment), file_actions=actions, setsid=True
+        )
+    finally:
+        os.close(log_fd)
+
+
+def read_builder_api_record(path: str) -> tuple[int, str, int] | None:
+    """Return (pid, bind, port) from a daemon record, or None when missing or unreadable."""
+    import json
+
+    try:
+        with open(path, "rb") as handle:
+            data = json.loads(handle.read(BUILDER_API_RECORD_MAX_BYTES))
+    except (OSError, ValueError) as error:
+        if not isinstance(error, FileNotFoundError):
+            log.debug("ignoring the builder API record %s: %s", path, error)
+        return None
+    if not isinstance(data, dict) or data.get("version") != BUILDER_API_RECORD_VERSION:
+        log.debug("ignoring the builder API record %s: unknown format", path)
+        return None
+    pid, bind, port = data.get("pid"), data.get("bind"), data.get("port")
+    if not (isinstance(pid, int) and pid > 0 and isinstance(bind, str) and isinstance(port, int)):
+        log.debug("ignoring the builder API record %s: invalid fields", path)
+        return None
+    return pid, bind, port
+
+
+def builder_api_record_json(pid: int, bind: str, port: int) -> str:
+    import json
+
+    record = {"version": BUILDER_API_RECORD_VERSION, "pid": pid, "bind": bind, "port": port}
+    return json.dumps(record) + "\n"
+
+
+def write_builder_api_record(path: str, pid: int, bind: str, port: int) -> None:
+    """Write the daemon record atomically (a temporary file, then os.replace)."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        handle.write(builder_api_record_json(pid, bind, port))
+    os.replace(temporary, path)
+
+
+def find_running_builder_api(launch: BuilderApiLaunch) -> int | None:
+    """Return the pid of this project's daemon when it runs and accepts connections, else None.
+
+    A daemon that runs on another address or port than this launch needs is an error, because
+    the container would be told the wrong URL.
+    """
+    record = read_builder_api_record(launch.record_file)
+    if record is None:
+        return None
+    pid, bind, port = record
+    if not process_alive(pid) or not port_is_open(bind, port):
+        log.debug("the builder API record %s is stale (pid %d)", launch.record_file, pid)
+        return None
+    if (bind, port) != (launch.bind, launch.port):
+        raise LauncherError(
+            f"the builder API of this project already runs on {bind}:{port} (pid {pid}), "
+            f"but this launch needs it on {launch.bind}:{launch.port}",
+            f"stop it (kill {pid}) and run again, or set BUILDER_API_PORT={port}",
+        )
+    return pid
+
+
+def ensure_builder_api(launch: BuilderApiLaunch, quiet: bool) -> int:
+    """Reuse the project's running daemon or start one, and return its pid once it is ready.
+
+    A lock file serializes launchers of the same project, so two `cld -a` started together
+    start one daemon and the second reuses it.
+    """
+    import fcntl
+
+    os.makedirs(os.path.dirname(launch.record_file), mode=0o700, exist_ok=True)
+    lock_file = os.path.splitext(launch.record_file)[0] + ".lock"
+    lock_fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        return _reuse_or_start_builder_api(launch, quiet)
+    finally:
+        os.close(lock_fd)
+
+
+def _reuse_or_start_builder_api(launch: BuilderApiLaunch, quiet: bool) -> int:
+    running = find_running_builder_api(launch)
+    if running is not None:
+        _announce(quiet, f"builder API already runs for this project on {launch.address()} "
+                  f"(pid {running}); reusing it")  # fmt: skip
+        return running
+    if port_is_open(launch.bind, launch.port):
+        raise LauncherError(
+            f"port {launch.port} on {launch.bind} is already in use by another program "
+            "(another project's builder API?)",
+            "set BUILDER_API_PORT to a free port in llm-docker.conf, or stop that program",
+        )
+
+    remove_if_present(launch.record_file)  # stale: its pid no longer runs the daemon
+    if launch.in_terminal:
+        secret_file = start_builder_api_terminal(launch)
+        try:
+            pid = wait_for_builder_api(launch, None)
+        finally:
+            if secret_file is not None:  # the window's shell deletes it once read
+                remove_if_present(secret_file)
+        _announce(quiet, f"builder API started in a new Terminal window on {launch.address()} "
+                  f"(pid {pid}); stop it with Ctrl-C there")  # fmt: skip
+        return pid
+
+    os.makedirs(os.path.dirname(launch.log_file), mode=0o700, exist_ok=True)
+    pid = spawn_detached(launch.argv, launch.environment, launch.log_file)
+    write_builder_api_record(launch.record_file, pid, launch.bind, launch.port)
+    wait_for_builder_api(launch, pid)
+    _announce(quiet, f"builder API started on {launch.address()} (pid {pid}); log: "
+              f"{launch.log_file}; stop it with: kill {pid}")  # fmt: skip
+    return pid
+
+
+def wait_for_builder_api(launch: BuilderApiLaunch, pid: int | None) -> int:
+    """Wait until the daemon accepts connections, then return its pid.
+
+    `pid` is our child's pid, or None when the Terminal window's shell writes the record.
+    """
+    import time
+
+    deadline = time.monotonic() + BUILDER_API_READY_SECONDS
+    while True:
+        if pid is None:
+            record = read_builder_api_record(launch.record_file)
+            found = record[0] if record is not None else None
+        else:
+            found = pid
+            if child_exited(pid):
+                raise LauncherError(
+                    f"the builder API exited at start (pid {pid}):\n"
+                    + log_tail(launch.log_file, BUILDER_API_LOG_TAIL_LINES),
+                    f"fix the cause above (full log: {launch.log_file}), then run again",
+                )
+        if found is not None and port_is_open(launch.bind, launch.port):
+            return found
+        if time.monotonic() >= deadline:
+            where = "its Terminal window" if pid is None else launch.log_file
+            raise LauncherError(
+                f"timed out: the builder API accepted no connection on {launch.address()} "
+                f"within {BUILDER_API_READY_SECONDS:g} s",
+                f"see {where} for the reason",
+            )
+        time.sleep(BUILDER_API_POLL_SECONDS)
+
+
+def log_tail(path: str, lines: int) -> str:
+    """Return the last `lines` lines of a small log file, indented, or a note that it is empty."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read().decode("utf-8", "replace")
+    except OSError as error:
+        return f"  (cannot read {path}: {error.strerror})"
+    tail = [line for line in text.splitlines() if line.strip()][-lines:]
+    return "\n".join("  " + line for line in tail) if tail else "  (the log is empty)"
+
+
+def terminal_script(launch: BuilderApiLaunch, secret_file: str | None) -> str:
+    """Return the sh command a new Terminal window runs to start the daemon.
+
+    The shell records its own pid ($$, kept by `exec`) and reads the password from
+    `secret_file` (mode 0600, deleted at once), so the password is never in an argv.
+    """
+    import shlex
+
+    record = shlex.quote(launch.record_file)
+    record_json = builder_api_record_json(0, launch.bind, launch.port).strip()
+    record_format = record_json.replace('"pid": 0', '"pid": %s')
+    steps = [
+        f"cd {shlex.quote(launch.project_root)}",
+        f"printf {shlex.quote(record_format + chr(10))} $$ > {record}.tmp",
+        f"mv {record}.tmp {record}",
+    ]
+    if secret_file is not None:
+        secret = shlex.quote(secret_file)
+        steps += [
+            f"IFS= read -r BUILDER_API_PASSWORD < {secret}",
+            f"rm -f {secret}",
+            "export BUILDER_API_PASSWORD",
+        ]
+    steps.append("exec " + " ".join(shlex.quote(argument) for argument in launch.argv))
+    return " && ".join(steps)
+
+
+def remove_if_present(path: str) -> None:
+    import contextlib
+
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def applescript_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def start_builder_api_terminal(launch: BuilderApiLaunch) -> str | None:
+    """Open a new Terminal window (macOS) that runs the daemon, through osascript.
+
+    Returns the file that hands the password to the window's shell, or None without one.
+    """
+    secret_file = None
+    password = launch.environment.get("BUILDER_API_PASSWORD", "")
+    if password:
+        secret_file = launch.record_file[: -len(".pid")] + ".secret"
+        remove_if_present(secret_file)
+        descriptor = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(descriptor, "w") as handle:
+            handle.write(password + "\n")
+    script = terminal_script(launch, secret_file)
+    argv = [
+        "osascript",
+        "-e", f'tell application "Terminal" to do script {applescript_string(script)}',
+        "-e", 'tell application "Terminal" to activate',
+    ]  # fmt: skip
+    result = run_command(Command(argv, launch.environment))
+    if result.returncode != 0:
+        if secret_file is not None:
+            remove_if_present(secret_file)
+        raise LauncherError(
+            f"osascript could not open a Terminal window for the builder API: "
+            f"{last_line(result.stderr) or f'exit status {result.returncode}'}",
+            "allow the launcher to control Terminal (System Settings > Privacy & Security > "
+            "Automation), or start the builder API yourself",
+        )
+    return secret_file
+
+
+def _announce(quiet: bool, message: str) -> None:
+    """Write a notice to stderr (unless -q) and record it for the log file."""
+    if not quiet:
+        sys.stderr.write(f"{log.program}: {message}\n")
+    log.file_only(LaunchLog.INFO, "%s", message)
+
+
+def format_builder_api_dry_run(launch: BuilderApiLaunch) -> str:
+    """Return the --dry-run lines for -a: what would start, where it listens, where it logs."""
+    running = None
+    record = read_builder_api_record(launch.record_file)
+    if record is not None and process_alive(record[0]) and port_is_open(record[1], record[2]):
+        running = record
+    lines = ["builder API (-a):"]
+    if running is not None:
+        lines.append(f"  already running: pid {running[0]} on {running[1]}:{running[2]} (reused)")
+    else:
+        lines.append("  not running: it would be started")
+    lines += [
+        f"  command: {shell_join(launch.argv)}",
+        f"  bind: {launch.bind}",
+        f"  port: {launch.port}",
+        "  password: " + ("set (passed in the environment)" if launch.has_password else "unset"),
+        f"  pid record: {launch.record_file}",
+        "  log: " + ("its Terminal window" if launch.in_terminal else launch.log_file),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 # ====================================================================================
@@ -1403,13 +1969,73 @@ class Identity:
         self.gid = gid
 
 
-def agent_identity(settings: Settings, host_uid: int, host_gid: int) -> Identity:
-    """Return the agent's uid:gid: the host user's, 1000:1000 for root, or the settings'."""
-    uid = host_uid if host_uid != 0 else 1000
-    gid = host_gid if host_uid != 0 else 1000
+ROOT_FALLBACK_AGENT_ID = 1000  # agent uid and gid when root launches in a root-owned project
+
+
+def agent_identity(
+    settings: Settings,
+    host_uid: int,
+    host_gid: int,
+    project_owner: tuple[int, int] | None = None,
+) -> Identity:
+    """Return the agent's uid:gid, unless the settings AGENT_UID and AGENT_GID override it.
+
+    A non-root user's ids are kept. The agent must never be root, so for root it takes the
+    owner (uid, gid) of the project root, which can then write the project, or 1000:1000
+    when root owns it (or no owner is given). A gid of 0 also becomes 1000.
+    """
+    uid = gid = ROOT_FALLBACK_AGENT_ID
+    if host_uid != 0:
+        uid, gid = host_uid, host_gid
+    elif project_owner is not None and project_owner[0] != 0:
+        uid = project_owner[0]
+        gid = project_owner[1] or ROOT_FALLBACK_AGENT_ID
     uid = settings.optional_number("AGENT_UID") or uid
     gid = settings.optional_number("AGENT_GID") or gid
     return Identity(uid, gid)
+
+
+def path_owner(path: str) -> tuple[int, int] | None:
+    """Return (uid, gid) of the owner of `path`, or None when it cannot be read."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_uid, status.st_gid
+
+
+def can_write_directory(identity: Identity, owner: tuple[int, int], mode: int) -> bool:
+    """Return whether `identity` may create files in a directory, judged by its mode bits.
+
+    Only the owner, group and other classes are checked (no ACLs, no supplementary groups).
+    """
+    if identity.uid == owner[0]:
+        needed = 0o300
+    elif identity.gid == owner[1]:
+        needed = 0o030
+    else:
+        needed = 0o003
+    return mode & needed == needed
+
+
+def project_write_warning(identity: Identity, root: str, conf_path: str) -> str | None:
+    """Return a warning with the fix when the agent cannot write the project root, else None."""
+    try:
+        status = os.stat(root)
+    except OSError:
+        return None
+    owner = (status.st_uid, status.st_gid)
+    if can_write_directory(identity, owner, status.st_mode):
+        return None
+
+    fix = "run: " + shell_join(["chown", "-R", f"{identity.uid}:{identity.gid}", root])
+    if owner[0] != 0:
+        fix += f", or set AGENT_UID={owner[0]} and AGENT_GID={owner[1]} in {conf_path}"
+    return (
+        f"the agent (uid {identity.uid}, gid {identity.gid}) cannot write the project root "
+        f"{quote_for_message(root)} (owner {owner[0]}:{owner[1]}, mode "
+        f"{status.st_mode & 0o777:o}); {fix}"
+    )
 
 
 def check_network_settings(options: Options, settings: Settings) -> None:
@@ -1432,19 +2058,21 @@ def check_network_settings(options: Options, settings: Settings) -> None:
 
 
 def security_arguments(settings: Settings, engine_name: str) -> list[str]:
-    """Return capability and security options: hardened, or relaxed for ptrace."""
+    """Return capability and security options.
+
+    SANDBOX_ENABLED=false adds only SYS_PTRACE, which the entrypoint leaves to the agent for
+    gdb and strace. no-new-privileges stays on either way, because the entrypoint starts
+    the agent with it in both modes.
+    """
     arguments: list[str] = []
     extra = []
     if not settings.flag("INTERNET_ACCESS"):
         extra.append("NET_ADMIN")
-
-    if not settings.flag("SANDBOX_ENABLED"):
-        for capability in ["SYS_PTRACE", *extra]:
-            arguments += ["--cap-add", capability]
-        return arguments
-
     if settings.flag("LLM_DOCKER_SSH_ENABLED"):
         extra.append("SYS_CHROOT")
+    if not settings.flag("SANDBOX_ENABLED"):
+        extra.append("SYS_PTRACE")
+
     arguments += ["--cap-drop", "ALL"]
     for capability in [*SETUP_CAPABILITIES, *extra]:
         arguments += ["--cap-add", capability]
@@ -1541,6 +2169,8 @@ def container_environment(
     }  # fmt: skip
     secrets: set[str] = set()
 
+    if options.verbosity < 0:
+        values["LLM_DOCKER_QUIET"] = "true"  # -q: the entrypoint prints no banner
     if settings.flag("LLM_DOCKER_SSH_ENABLED"):
         values["LLM_DOCKER_SSH_ENABLED"] = "true"
         values["LLM_DOCKER_SSH_PORT"] = str(settings.number("LLM_DOCKER_SSH_PORT"))
@@ -1587,7 +2217,7 @@ def container_environment(
             values[name] = environ[name]
             secrets.add(name)
         else:
-            log.debug("PASS_ENV lists %s, which is not set in the environment", name)
+            log.info("PASS_ENV lists %s, which is not set in the environment: skipped", name)
 
     return values, secrets
 
@@ -1658,9 +2288,12 @@ def build_run_plan(
     context: LaunchContext,
 ) -> RunPlan:
     """Build the `docker run` argv (a list, no shell) and the environment it passes."""
-    identity = agent_identity(settings, context.host_uid, context.host_gid)
+    owner = path_owner(project.root)
+    identity = agent_identity(settings, context.host_uid, context.host_gid, owner)
     ssh = settings.flag("LLM_DOCKER_SSH_ENABLED")
     mounts = project.mounts + persistence_mounts(options.tool, state, ssh, context.home)
+    if options.api:
+        mounts.append(builder_api_client_mount(code_directory()))
     environment, secret_names = container_environment(
         options, settings, project, decision, identity, context.environ, context.terminal_size
     )
@@ -1850,15 +2483,25 @@ def run_command(command: Command) -> CommandResult:
     """Run one external command. Every engine call goes through here; tests replace it."""
     path = find_executable(command.argv[0], command.env.get("PATH"))
     if path is None:
-        raise EngineError(
-            f"{command.argv[0]} not found on PATH",
-            "install Docker (or Podman and set LLM_DOCKER_ENGINE=podman), or add it to PATH",
-        )
+        raise EngineError(f"{command.argv[0]} not found on PATH", missing_program_hint(command))
     if command.mode == "attach":
         return CommandResult(spawn_attached(path, command.argv, command.env, command.on_started))
     if command.mode == "stream" and command.on_line is not None:
         return CommandResult(spawn_streamed(path, command.argv, command.env, command.on_line))
     return CommandResult(*spawn_captured(path, command.argv, command.env))
+
+
+def missing_program_hint(command: Command) -> str:
+    """Return the fix for a program that is not on PATH, by which program it is."""
+    name = os.path.basename(command.argv[0])
+    if name == "podman":
+        return (
+            "install Podman or add it to PATH, or remove LLM_DOCKER_ENGINE=podman (from "
+            "llm-docker.conf or the environment) to use Docker"
+        )
+    if name == "docker":
+        return "install Docker (or Podman and set LLM_DOCKER_ENGINE=podman), or add it to PATH"
+    return f"install {name} or add it to PATH"
 
 
 def shell_join(argv: Sequence[str]) -> str:
@@ -1880,6 +2523,8 @@ IMAGE_MISSING_MARKERS = (
     "failed to find image",
     "no such object",
 )
+# Errors of `stop`/`rm` on a container that is gone, or that its --rm is removing already.
+CONTAINER_GONE_MARKERS = ("no such container", "is already in progress")
 
 
 class Engine:
@@ -2278,16 +2923,24 @@ def clean_containers(
 
     if running:
         stop = engine.act("stop", *[container_id for container_id, _ in running])
-        if stop.returncode != 0:
+        if stop.returncode != 0 and not only_gone_containers(stop.stderr):
             raise engine.failure(f"{engine.name} stop", stop)
     targets = [container_id for container_id, _ in stopped + running]
     if targets:
         removed = engine.act("rm", "--force", *targets)
-        if removed.returncode != 0 and "no such container" not in removed.stderr.lower():
+        if removed.returncode != 0 and not only_gone_containers(removed.stderr):
             raise engine.failure(f"{engine.name} rm", removed)
     log.info("--clean removed %d container(s), %d of them running", len(targets), len(running))
     if not engine.dry_run:
         sys.stderr.write(f"removed {len(targets)} llm-docker container(s)\n")
+
+
+def only_gone_containers(stderr: str) -> bool:
+    """Return whether every error line is about a container that is gone or being removed."""
+    lines = [line.lower() for line in stderr.splitlines() if line.strip()]
+    return bool(lines) and all(
+        any(marker in line for marker in CONTAINER_GONE_MARKERS) for line in lines
+    )
 
 
 def run_maintenance(
@@ -2346,6 +2999,7 @@ class Options:
         self.delay = 0.5
         self.api = False
         self.tmux = "none"  # LLM_DOCKER_TMUX: none, tmux, team:N, recon, codeman, claude-tmux
+        self.tmux_flag = ""  # the tmux option as given on the command line, for messages
         self.clean = False
         self.build = False
         self.rebuild_force = False
@@ -2361,7 +3015,8 @@ class Options:
 FLAG_DOCS = (
     ("DIR", "", "Project directory: the first non-numeric argument. Default: the current "
                 "directory."),
-    ("N", "", "Open N terminal windows, each with its own slot 1..N (not available yet)."),
+    ("N", "", "Open N terminal windows, each with its own slot 1..N (not available yet; 1 is an "
+              "ordinary launch)."),
     ("-c, --continue", "", "Continue the newest session of this project."),
     ("-c, --continue", "ID", "Resume session ID (a token after -c that is not a number, not an "
                              "option and not an existing directory)."),
@@ -2369,18 +3024,23 @@ FLAG_DOCS = (
                     "available yet)."),
     ("-c N, N -c", "", "N windows, each restoring its own slot (not available yet)."),
     ("--delay", "SEC", "Seconds between opening windows (0-60). Default: 0.5."),
-    ("-a, --api", "[true|false]", "Start the builder API in a new terminal (not available yet). "
-                                  "Default: false."),
-    ("-t, --tmux", "", "Run the tool in tmux inside the container."),
-    ("-tt, --tmux-team", "[2|3|4]", "tmux team layout: 2 side by side, 3 or 4 panes. Default: 4."),
-    ("-tr, --tmux-recon", "", "The recon session dashboard (cld only)."),
-    ("-tc, --tmux-codeman", "", "The Codeman web UI on http://127.0.0.1:3000."),
-    ("-tcl, --tmux-claude", "", "The claude-tmux popup session manager (cld only)."),
-    ("--clean", "", "Remove your stopped llm-docker containers; ask before stopping running ones."),
+    ("-a, --api", "[true|false]", "Start (or reuse) this project's builder API daemon and pass "
+                                  "its URL to the container. Default: false."),
+    ("-t, --tmux", "", "Run the tool in tmux inside the container (not available yet)."),
+    ("-tt, --tmux-team", "[2|3|4]", "tmux team layout: 2 side by side, 3 or 4 panes. Default: 4 "
+                                    "(not available yet)."),
+    ("-tr, --tmux-recon", "", "The recon session dashboard (cld only; not available yet)."),
+    ("-tc, --tmux-codeman", "", "The Codeman web UI on http://127.0.0.1:3000 (not available "
+                                "yet)."),
+    ("-tcl, --tmux-claude", "", "The claude-tmux popup session manager (cld only; not available "
+                                "yet)."),
+    ("--clean", "", "Remove your stopped llm-docker containers (ask before stopping running "
+                    "ones), then launch the tool."),
     ("--yes", "", "Answer yes to the --clean question (needed without a terminal)."),
-    ("--build", "", "Re-run the install packs (INSTALL_*) in the image and commit it; a full "
-                    "build when there is no image."),
-    ("--rebuild-force", "", "Remove the image and build it again from the Dockerfile."),
+    ("--build", "", "Re-run the install packs (INSTALL_*) in the image and commit it (a full "
+                    "build when there is no image), then launch the tool."),
+    ("--rebuild-force", "", "Remove the image and build it again from the Dockerfile, then "
+                            "launch the tool."),
     ("--dry-run", "", "Print the settings, project, mounts, session and engine commands; change "
                       "nothing."),
     ("-v, --verbose", "", "More messages on stderr; -vv adds debug messages."),
@@ -2444,7 +3104,7 @@ def parse_command_line(
         elif has_value:
             raise UsageError(f"option {name} does not take a value", f"run {program} --help")
         elif name in ("-c", "--continue"):
-            options.continue_session = True
+            _set_continue(options, name, program)
             candidate = next_argument()
             if candidate is not None and _is_session_id_candidate(candidate, is_directory):
                 _set_session_id(options, candidate)
@@ -2460,6 +3120,10 @@ def parse_command_line(
             if value is not None and value.lower() in BOOLEAN_WORDS and not is_number(value):
                 options.api = BOOLEAN_WORDS[value.lower()]
                 index += 1
+            elif value is not None and _is_session_id_candidate(value, is_directory):
+                # Neither a value, an option, a number nor an existing directory: a typo
+                # of the value is more likely than a project directory that does not exist.
+                _parse_option_value(options, "--api", value, program)
             else:
                 options.api = True
         elif name in ("-tt", "--tmux-team"):
@@ -2564,14 +3228,24 @@ def _parse_option_value(options: Options, name: str, value: str, program: str) -
         if value.lower() not in BOOLEAN_WORDS or is_number(value):
             raise UsageError(
                 f"--api takes true or false, got {quote_for_message(value)}",
-                f"for example: {program} --api=false",
+                f"for example: {program} --api=false (a project directory after -a must exist)",
             )
         options.api = BOOLEAN_WORDS[value.lower()]
     elif name == "--tmux-team":
         _set_tmux(options, f"team:{_check_team_layout(value, program)}", name, program)
     elif name == "--continue":
-        options.continue_session = True
+        _set_continue(options, name, program)
         _set_session_id(options, value)
+
+
+def _set_continue(options: Options, flag: str, program: str) -> None:
+    if options.continue_session:
+        raise UsageError(
+            f"{flag} given twice (-c and --continue are one option)",
+            f"pass it once: {program} -c continues the newest session, {program} -c ID "
+            "resumes that session",
+        )
+    options.continue_session = True
 
 
 def _parse_delay(value: str, program: str) -> float:
@@ -2608,6 +3282,7 @@ def _set_tmux(options: Options, mode: str, flag: str, program: str) -> None:
             "pick one tmux mode",
         )
     options.tmux = mode
+    options.tmux_flag = flag
 
 
 def _check_combinations(options: Options, program: str) -> None:
@@ -2658,6 +3333,8 @@ def format_help(tool: str, program: str) -> str:
         "A number is a window count unless it follows -tt. A token after -c is a session id",
         "only if it is not a number, not an option and not an existing directory.",
         "Unknown options are errors; pass tool options after --.",
+        "A new session sends BOOT.md (or a request to read CLAUDE.md) as the first message,",
+        "unless -c resumes a session or arguments follow --.",
         "",
         "settings (llm-docker.conf, secrets in .env, both in ~/.llm-docker or $LLM_DOCKER_HOME;",
         "the environment overrides both; files are KEY=VALUE data, never run by a shell):",
@@ -2833,7 +3510,7 @@ def main(argv: list[str] | None = None, program: str | None = None) -> int:
         home = home_directory(environ)
         state = state_paths(environ, home)
         if not options.dry_run and ensure_env_file(state):
-            log.warning("created %s (mode 0600) for your API keys", state.env_file)
+            log.notice("created %s (mode 0600) for your API keys", state.env_file)
         check_env_file_private(state.env_file, os.getuid())
         settings = load_settings(environ, state.conf, state.env_file, home)
         return launch(options, settings, state, environ, home)
@@ -2885,6 +3562,11 @@ def launch(
     decision = resolve_session(options, project)
 
     engine = Engine(settings.text("LLM_DOCKER_ENGINE"), environ, options.dry_run)
+    api_launch = None
+    if options.api:
+        api_launch = plan_builder_api(
+            settings, project, state, engine, code_dir, environ, sys.platform
+        )
     tag = image_tag(settings, tool)
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
     quiet = options.verbosity < 0
@@ -2902,10 +3584,17 @@ def launch(
         f"{os.getpid()}-{os.urandom(2).hex()}",
     )  # fmt: skip
     plan = build_run_plan(options, settings, project, decision, state, tag, context)
+    identity = agent_identity(
+        settings, context.host_uid, context.host_gid, path_owner(project.root)
+    )
+    write_warning = project_write_warning(identity, project.root, state.conf)
+    if write_warning is not None:
+        log.warning("%s", write_warning)
     if not settings.flag("SANDBOX_ENABLED"):
         log.warning(
-            "the sandbox is off (SANDBOX_ENABLED=false): the container keeps the default "
-            "capabilities plus SYS_PTRACE, without no-new-privileges"
+            "the sandbox is off (SANDBOX_ENABLED=false): the agent keeps the SYS_PTRACE "
+            "capability (gdb, strace), and it still runs with no-new-privileges and no other "
+            "capability"
         )
     log.info(
         "launch %s in %s as %s (image %s, session %s)",
@@ -2919,9 +3608,12 @@ def launch(
     if options.dry_run:
         engine.attach(plan.argv, plan.environment)
         sys.stdout.write(format_dry_run(settings, project, decision, plan, engine))
+        if api_launch is not None:
+            sys.stdout.write(format_builder_api_dry_run(api_launch))
         return 0
 
-    identity = agent_identity(settings, context.host_uid, context.host_gid)
+    if api_launch is not None:
+        ensure_builder_api(api_launch, quiet)
     prepare_state_directories(
         state, tool, settings.flag("LLM_DOCKER_SSH_ENABLED"), identity.uid, identity.gid,
         context.host_uid,

@@ -51,8 +51,15 @@ image_tag() {
 }
 
 # Print the newest version of an npm package, or fail with the reason.
+# Without npm on the host the build requests "latest", and the layer cache
+# keeps the CLI it has until the cache is dropped (BUILD_ARGS=--no-cache).
 npm_version() {
   local version
+  if ! command -v npm >/dev/null; then
+    log "notice: npm is not installed, so $1 is built as 'latest' (apt-get install npm keys the cache on versions)"
+    echo latest
+    return 0
+  fi
   version=$(npm view "$1" version 2>/dev/null) || fail "npm view $1 failed; set ${2} to skip the lookup"
   [ -n "$version" ] || fail "npm view $1 printed no version; set ${2} to skip the lookup"
   printf '%s\n' "$version"

@@ -255,34 +255,10 @@ class BuildQueue:
             self._notify(build)
 
     def _log_size(self) -> int:
-        try:
-            fd = open_inside(
-                self.config.project_root,
-                self.log_path,
-                os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                0o644,
-            )
-        except OSError:
-            return 0
-        try:
-            return os.fstat(fd).st_size
-        finally:
-            os.close(fd)
+        return procs.log_size(self.config.project_root, self.log_path)
 
     def _append_log(self, text: str) -> None:
-        try:
-            fd = open_inside(
-                self.config.project_root,
-                self.log_path,
-                os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                0o644,
-            )
-        except OSError:
-            return
-        try:
-            os.write(fd, text.encode("utf-8", "replace"))
-        finally:
-            os.close(fd)
+        procs.append_log(self.config.project_root, self.log_path, text)
 
     def _run_one(self, build: Build) -> None:
         argv = list(self.config.build.command) + build.args

@@ -34,19 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--bind", help="address to bind (default: server.bind, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: server.port, 6666; 0 = any)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
     parser.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="log every request (-v) or debug details (-vv)",
+        "-q", "--quiet", action="store_true", help="only warnings and errors (no request log)"
     )
     parser.add_argument("--version", action="version", version=f"builder-api {__version__}")
     return parser
 
 
-def setup_logging(verbosity: int) -> None:
-    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+def setup_logging(verbose: bool, quiet: bool) -> None:
+    """Requests (method, path without query, status, agent, client) are logged at INFO."""
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s builder-api %(levelname)s %(message)s"
     )
@@ -54,7 +52,7 @@ def setup_logging(verbosity: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
     try:
         config = load_config(args.project, args.config).with_overrides(args.bind, args.port)
         password = os.environ.get(config.server.password_env) or None
@@ -75,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         app.start()
-    except (PluginError, OSError, SyntaxError, ValueError) as exc:
+    except (PluginError, OSError) as exc:
         print(f"builder-api: error: cannot start: {exc}", file=sys.stderr)
         server.stop()
         app.shutdown()

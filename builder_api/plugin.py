@@ -20,8 +20,14 @@ def load_plugin(path: str, api: Any) -> None:
     if spec is None or spec.loader is None:
         raise PluginError(f"cannot load plugin {path!r}")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the plugin's own bug: report it as a start-up refusal
+        raise PluginError(f"plugin {path!r} failed to load: {exc!r}") from exc
     register = getattr(module, "register", None)
     if not callable(register):
         raise PluginError(f"plugin {path!r} defines no register(api) function")
-    register(api)
+    try:
+        register(api)
+    except Exception as exc:
+        raise PluginError(f"plugin {path!r} register(api) failed: {exc!r}") from exc

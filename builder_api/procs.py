@@ -20,7 +20,7 @@ def spawn(
     """Start `argv` (shell=False) in a new session, stdout+stderr appended to `log_path`."""
     env = dict(os.environ)
     env.update(env_extra)
-    fd = open_inside(root, log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = _open_log(root, log_path)
     try:
         return subprocess.Popen(
             list(argv),
@@ -33,6 +33,34 @@ def spawn(
             start_new_session=True,
             close_fds=True,
         )
+    finally:
+        os.close(fd)
+
+
+def _open_log(root: str, log_path: str) -> int:
+    return open_inside(root, log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+
+def append_log(root: str, log_path: str, text: str) -> None:
+    """Append `text` to the log; a log that cannot be opened (moved outside the root) is skipped."""
+    try:
+        fd = _open_log(root, log_path)
+    except OSError:
+        return
+    try:
+        os.write(fd, text.encode("utf-8", "replace"))
+    finally:
+        os.close(fd)
+
+
+def log_size(root: str, log_path: str) -> int:
+    """Return the log size in bytes (creating the log when missing), or 0 when it cannot open."""
+    try:
+        fd = _open_log(root, log_path)
+    except OSError:
+        return 0
+    try:
+        return os.fstat(fd).st_size
     finally:
         os.close(fd)
 

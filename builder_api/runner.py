@@ -7,7 +7,6 @@ process group, TERM first and KILL after `run.stop_grace_s`.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import threading
 import time
@@ -16,7 +15,6 @@ from typing import Any, Callable
 from . import procs
 from .config import Config
 from .events import EVENTS_ENV, EventFeed
-from .paths import open_inside
 
 LOG = logging.getLogger("builder_api.runner")
 
@@ -104,19 +102,7 @@ class Runner:
         return True
 
     def _append(self, text: str) -> None:
-        try:
-            fd = open_inside(
-                self.config.project_root,
-                self.log_path,
-                os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                0o644,
-            )
-        except OSError:
-            return
-        try:
-            os.write(fd, text.encode("utf-8", "replace"))
-        finally:
-            os.close(fd)
+        procs.append_log(self.config.project_root, self.log_path, text)
 
     def _watch(self, proc: subprocess.Popen) -> None:
         code = proc.wait()

@@ -216,6 +216,8 @@ class Server:
         head = head.lstrip(b"\r\n")
         method, target, version, headers = parse_head(head)
         length = content_length(headers, self.max_body)
+        if len(buffer) < length and headers.get("expect", "").lower() == "100-continue":
+            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits for this on big bodies
         while len(buffer) < length:
             buffer += self._recv(conn, deadline, True)
         body, buffer = buffer[:length], buffer[length:]

@@ -157,6 +157,11 @@ ipv4_gateway() {
   done </proc/net/route
 }
 
+# Run one iptables or ip6tables command; stop the container start when it fails.
+firewall() {
+  "$@" || fail "firewall command failed: $*; the launcher must add NET_ADMIN when INTERNET_ACCESS=false"
+}
+
 # Apply the egress rules for one address family.
 # Usage: apply_firewall iptables|ip6tables
 apply_firewall() {
@@ -165,49 +170,47 @@ apply_firewall() {
   if [ "$ipt" = iptables ]; then private=("${PRIVATE_IPV4[@]}"); else private=("${PRIVATE_IPV6[@]}"); fi
 
   # Fail closed: nothing leaves until the rules are complete.
-  "$ipt" -w -P OUTPUT DROP
-  "$ipt" -w -N "$FIREWALL_CHAIN" 2>/dev/null || "$ipt" -w -F "$FIREWALL_CHAIN"
-  "$ipt" -w -A "$FIREWALL_CHAIN" -o lo -j ACCEPT
-  "$ipt" -w -A "$FIREWALL_CHAIN" -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+  firewall "$ipt" -w -P OUTPUT DROP
+  "$ipt" -w -N "$FIREWALL_CHAIN" 2>/dev/null || firewall "$ipt" -w -F "$FIREWALL_CHAIN"
+  firewall "$ipt" -w -A "$FIREWALL_CHAIN" -o lo -j ACCEPT
+  firewall "$ipt" -w -A "$FIREWALL_CHAIN" -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
   if [ "$ipt" = ip6tables ]; then
     # Neighbour discovery goes to multicast addresses; without it no IPv6
     # neighbour on the LAN can be reached.
     local icmp_type
     for icmp_type in router-solicitation neighbour-solicitation neighbour-advertisement; do
-      "$ipt" -w -A "$FIREWALL_CHAIN" -p ipv6-icmp --icmpv6-type "$icmp_type" -j ACCEPT
+      firewall "$ipt" -w -A "$FIREWALL_CHAIN" -p ipv6-icmp --icmpv6-type "$icmp_type" -j ACCEPT
     done
   fi
 
   # DNS only to the configured resolvers that are on private ranges.
   for resolver in $(nameservers); do
     if is_private_resolver "$ipt" "$resolver"; then
-      "$ipt" -w -A "$FIREWALL_CHAIN" -d "$resolver" -p udp --dport 53 -j ACCEPT
-      "$ipt" -w -A "$FIREWALL_CHAIN" -d "$resolver" -p tcp --dport 53 -j ACCEPT
+      firewall "$ipt" -w -A "$FIREWALL_CHAIN" -d "$resolver" -p udp --dport 53 -j ACCEPT
+      firewall "$ipt" -w -A "$FIREWALL_CHAIN" -d "$resolver" -p tcp --dport 53 -j ACCEPT
     fi
   done
-  "$ipt" -w -A "$FIREWALL_CHAIN" -p udp --dport 53 -j REJECT
-  "$ipt" -w -A "$FIREWALL_CHAIN" -p tcp --dport 53 -j REJECT
+  firewall "$ipt" -w -A "$FIREWALL_CHAIN" -p udp --dport 53 -j REJECT
+  firewall "$ipt" -w -A "$FIREWALL_CHAIN" -p tcp --dport 53 -j REJECT
 
   # The host gateway (builder API, mock servers) and the private ranges.
   if [ "$ipt" = iptables ]; then
     gateway=$(ipv4_gateway)
-    [ -n "$gateway" ] && "$ipt" -w -A "$FIREWALL_CHAIN" -d "$gateway" -j ACCEPT
+    [ -n "$gateway" ] && firewall "$ipt" -w -A "$FIREWALL_CHAIN" -d "$gateway" -j ACCEPT
   fi
   for range in "${private[@]}"; do
-    "$ipt" -w -A "$FIREWALL_CHAIN" -d "$range" -j ACCEPT
+    firewall "$ipt" -w -A "$FIREWALL_CHAIN" -d "$range" -j ACCEPT
   done
 
   # REJECT rather than a silent drop, so a blocked client fails at once.
-  "$ipt" -w -A "$FIREWALL_CHAIN" -j REJECT
-  "$ipt" -w -C OUTPUT -j "$FIREWALL_CHAIN" 2>/dev/null || "$ipt" -w -A OUTPUT -j "$FIREWALL_CHAIN"
+  firewall "$ipt" -w -A "$FIREWALL_CHAIN" -j REJECT
+  "$ipt" -w -C OUTPUT -j "$FIREWALL_CHAIN" 2>/dev/null || firewall "$ipt" -w -A OUTPUT -j "$FIREWALL_CHAIN"
 }
 
 block_internet() {
-  apply_firewall iptables ||
-    fail "could not apply the IPv4 firewall; the launcher must add NET_ADMIN when INTERNET_ACCESS=false"
+  apply_firewall iptables
   if [ -e /proc/net/if_inet6 ]; then
-    apply_firewall ip6tables ||
-      fail "could not apply the IPv6 firewall; the launcher must add NET_ADMIN when INTERNET_ACCESS=false"
+    apply_firewall ip6tables
   else
     log "notice: this kernel has no IPv6; only the IPv4 firewall applies"
   fi
@@ -376,7 +379,8 @@ main() {
     *) fail "invalid LLM_DOCKER_SESSION '${LLM_DOCKER_SESSION}': use new, continue or resume" ;;
   esac
 
-  print_banner "$sandbox" "$internet" "$ssh"
+  # LLM_DOCKER_QUIET=true comes from the launcher's -q: only errors on stderr.
+  if [ "${LLM_DOCKER_QUIET:-false}" != true ]; then print_banner "$sandbox" "$internet" "$ssh"; fi
   if [ $# -eq 0 ]; then
     set -- "${LLM_DOCKER_TOOL:-zsh}"
   fi

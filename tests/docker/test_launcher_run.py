@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -24,10 +27,12 @@ CLD = REPO / "cld"
 OCD = REPO / "ocd"
 AGENT_UID = 4321  # explicit non-root uid: CI runs as root, which maps to 1000 otherwise
 RUN_TIMEOUT_S = 120
-# CapBnd of the container with SANDBOX_ENABLED=true: CHOWN(0) DAC_OVERRIDE(1) FOWNER(3)
+# CapBnd of the container with SANDBOX_ENABLED=true: CHOWN(0) DAC_OVERRIDE(1) FOWNER(3) KILL(5)
 # SETGID(6) SETUID(7) SETPCAP(8), everything else dropped. The stub entrypoint does not empty
 # the bounding set as the real one does, so the agent still shows these.
-SETUP_CAPABILITY_MASK = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 6) | (1 << 7) | (1 << 8)
+SETUP_CAPABILITY_MASK = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8)
+CAP_SYS_PTRACE = 1 << 19
+SIGNAL_WAIT_S = 60  # the stub prints within a second; the margin covers a loaded CI host
 TRICKY_NAME = "my proj, \"quoted\" 'single' : colon é☃"
 
 
@@ -162,14 +167,18 @@ def test_docker_run_secret_absent_from_log(sandbox):
     assert "sk-ant-secret-value-123" not in log_text
 
 
-def test_docker_run_tool_arguments(sandbox):
+def test_docker_run_tool_arguments_without_boot(sandbox):
     (sandbox.project / "BOOT.md").write_text("Boot steps: say hi.\n")
     report = run_ok(sandbox, "--", "--permission-mode", "plan")
     assert report.value("TOOL=") == "claude"
-    assert report.args == ["--permission-mode", "plan", "Boot steps: say hi.\n".rstrip("\n")] or (
-        report.args[:2] == ["--permission-mode", "plan"]
-    )
-    assert report.args[-1].startswith("Boot steps: say hi.")
+    assert report.args == ["--permission-mode", "plan"]
+
+
+def test_docker_run_boot_first_message(sandbox):
+    (sandbox.project / "BOOT.md").write_text("Boot steps: say hi.\n")
+    report = run_ok(sandbox)
+    assert report.args[0].startswith("Boot steps: say hi.")
+    assert len(report.args) == 1
 
 
 def test_docker_run_continue_never_injects(sandbox):
@@ -218,10 +227,31 @@ def test_docker_run_python_entry_without_symlink(sandbox):
 def test_docker_run_sandbox_off_keeps_ptrace(sandbox):
     result = sandbox.run(CLD, SANDBOX_ENABLED="false")
     assert result.returncode == 0, result.stderr
-    assert "sandbox is off" in result.stderr
+    assert "the agent keeps the SYS_PTRACE capability" in result.stderr
     report = StubReport(result.stdout)
-    assert report.status["NoNewPrivs"] == "0"
-    assert int(report.status["CapBnd"], 16) & (1 << 19)  # CAP_SYS_PTRACE
+    assert report.status["NoNewPrivs"] == "1"
+    assert int(report.status["CapBnd"], 16) == SETUP_CAPABILITY_MASK | CAP_SYS_PTRACE
+
+
+def test_docker_run_quiet_tells_entrypoint(sandbox):
+    assert run_ok(sandbox, "-q").env["LLM_DOCKER_QUIET"] == "true"
+    assert "LLM_DOCKER_QUIET" not in run_ok(sandbox).env
+
+
+def test_docker_run_read_only_files_no_deprecation_warning(sandbox):
+    """Read-only dotfiles and certificates are plain binds: the CLI has nothing to warn about.
+
+    Docker 25+ CLIs warn "bind-nonrecursive is deprecated" for every bind that uses it; only
+    WORKSPACE_DIR does.
+    """
+    (sandbox.home / ".tmux.conf").write_text("set -g mouse on\n")
+    (sandbox.state / "certs").mkdir(parents=True)
+    result = sandbox.run(CLD)
+    assert result.returncode == 0, result.stderr
+    report = StubReport(result.stdout)
+    assert any(line.startswith("MOUNT:/home/agent/.tmux.conf ") for line in report.lines)
+    assert "/usr/local/share/llm-docker/certs" in report.readonly
+    assert "bind-nonrecursive" not in result.stderr
 
 
 def free_port() -> int:
@@ -333,3 +363,142 @@ def test_docker_clean(sandbox, docker_env, stub_image):
         subprocess.run(
             ["docker", "rm", "-f", running, exited, foreign], capture_output=True, env=docker_env
         )
+
+
+class LineReader:
+    """Collects a child's output lines on a thread, so a test can wait for one with a timeout."""
+
+    def __init__(self, stream) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, expected: str, timeout: float = SIGNAL_WAIT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while expected not in self.seen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no line {expected!r} within {timeout} s in: {self.seen}")
+            try:
+                self.seen.append(self.lines.get(timeout=remaining))
+            except queue.Empty:
+                continue
+
+    def rest(self) -> list[str]:
+        self.thread.join(timeout=SIGNAL_WAIT_S)
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return self.seen
+
+
+def container_of(sandbox: Sandbox, docker_env: dict[str, str]) -> str:
+    """Return the name of the one running container started with this sandbox's state dir."""
+    listing = subprocess.run(
+        ["docker", "ps", "--filter", f"label=llm-docker.state-dir={sandbox.state}",
+         "--format", "{{.Names}}"],
+        capture_output=True, text=True, env=docker_env, check=True,
+    )  # fmt: skip
+    (name,) = listing.stdout.split()
+    return name
+
+
+def test_docker_run_signals_reach_agent(sandbox, docker_env):
+    """tini forwards SIGWINCH (terminal resize) and docker stop's SIGTERM to the agent.
+
+    Without CAP_KILL, tini (root) may not signal the agent (another uid) and ends the whole
+    container with "[FATAL tini (1)] Unexpected error when forwarding signal".
+    """
+    environment = dict(sandbox.env, STUB_SLEEP="120", PASS_ENV="STUB_SLEEP")
+    launcher = subprocess.Popen(
+        [str(CLD)], cwd=sandbox.project, env=environment, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    output = LineReader(launcher.stdout)
+    try:
+        output.wait_for("SLEEPING")
+        name = container_of(sandbox, docker_env)
+
+        subprocess.run(
+            ["docker", "kill", "--signal", "WINCH", name],
+            capture_output=True, env=docker_env, check=True,
+        )  # fmt: skip
+        output.wait_for("SIGNAL:WINCH")
+        running = subprocess.run(
+            ["docker", "inspect", "--format", "{{.State.Running}}", name],
+            capture_output=True, text=True, env=docker_env, check=True,
+        )  # fmt: skip
+        assert running.stdout.strip() == "true"
+
+        subprocess.run(["docker", "stop", name], capture_output=True, env=docker_env, check=True)
+        exit_code = launcher.wait(timeout=SIGNAL_WAIT_S)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    stderr = launcher.stderr.read() if launcher.stderr else ""
+    lines = output.rest()
+
+    assert "SIGNAL:TERM" in lines, lines
+    assert "[FATAL tini" not in stderr
+    assert exit_code == 143  # the tool's own status, 128 + SIGTERM, passed through unchanged
+
+
+def test_docker_run_launcher_sigterm_reaches_agent(sandbox, docker_env):
+    """SIGTERM to the launcher goes through the docker CLI and tini to the agent."""
+    environment = dict(sandbox.env, STUB_SLEEP="120", PASS_ENV="STUB_SLEEP")
+    launcher = subprocess.Popen(
+        [str(CLD)], cwd=sandbox.project, env=environment, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    output = LineReader(launcher.stdout)
+    try:
+        output.wait_for("SLEEPING")
+        launcher.terminate()
+        exit_code = launcher.wait(timeout=SIGNAL_WAIT_S)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+            subprocess.run(
+                ["docker", "rm", "-f", container_of(sandbox, docker_env)],
+                capture_output=True, env=docker_env, check=False,
+            )  # fmt: skip
+    stderr = launcher.stderr.read() if launcher.stderr else ""
+    lines = output.rest()
+
+    assert "SIGNAL:TERM" in lines, lines
+    assert "[FATAL tini" not in stderr
+    assert exit_code == 143
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="the agent identity of root launches")
+def test_docker_run_root_agent_is_project_owner(sandbox):
+    owner = AGENT_UID + 1
+    os.chown(sandbox.project, owner, owner)
+    os.chmod(sandbox.project, 0o755)  # noqa: S103 - writable by its owner only
+    sandbox.env.pop("AGENT_UID")
+    sandbox.env.pop("AGENT_GID")
+    result = sandbox.run(CLD)
+    assert result.returncode == 0, result.stderr
+    report = StubReport(result.stdout)
+    assert report.value("UID=") == f"{owner} GID={owner}"
+    assert report.env["LLM_DOCKER_WORKDIR"] in report.writable
+    assert "cannot write the project root" not in result.stderr
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="the agent identity of root launches")
+def test_docker_run_root_owned_project_warns(sandbox):
+    os.chmod(sandbox.project, 0o755)  # noqa: S103 - root-owned, as the test runs as root
+    sandbox.env.pop("AGENT_UID")
+    sandbox.env.pop("AGENT_GID")
+    result = sandbox.run(CLD)
+    assert result.returncode == 0, result.stderr
+    report = StubReport(result.stdout)
+    assert report.value("UID=") == "1000 GID=1000"
+    assert report.env["LLM_DOCKER_WORKDIR"] in report.readonly
+    assert f"chown -R 1000:1000 {sandbox.project}" in result.stderr

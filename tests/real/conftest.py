@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from llmdocker import SETUP_CAPABILITIES
 from tests.conftest import skip_or_fail
 
 REAL_IMAGE_VARIABLE = "LLM_DOCKER_REAL_IMAGE"
@@ -39,7 +40,6 @@ PERSISTENCE_MOUNTS = {
     "opencode/data": f"{CONTAINER_HOME}/.local/share/opencode",
     "opencode/cache": f"{CONTAINER_HOME}/.cache/opencode",
 }
-SETUP_CAPABILITIES = ("CHOWN", "SETUID", "SETGID", "DAC_OVERRIDE", "FOWNER", "SETPCAP")
 NON_ROOT_TEST_UID = 2345  # used when the tests run as root, as CI does
 CONTAINER_TIMEOUT_S = 120  # one claude -p turn against the mock takes a few seconds
 PIDS_LIMIT = "512"

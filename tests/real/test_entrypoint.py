@@ -7,6 +7,7 @@ they can set entrypoint variables that the launcher derives from its flags.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import skip_or_fail
 from tests.real.conftest import CONTAINER_TIMEOUT_S, Cage, make_owned_directory
 from tests.real.conftest import write_owned_file as write_file
 
@@ -127,7 +129,17 @@ def test_exit_to_docker_opens_shell(contract_cage: Cage) -> None:
     assert result.returncode == 3
 
 
+def require_host_tools(*names: str) -> None:
+    """Skip (fail under LLM_DOCKER_REQUIRE_ENGINE=1) when a host program is missing."""
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        skip_or_fail(
+            f"{', '.join(missing)} not found on the host: apt-get install openssh-client openssl"
+        )
+
+
 def test_runtime_ca_certificate_trusted(contract_cage: Cage, tmp_path: Path) -> None:
+    require_host_tools("openssl")
     certs = tmp_path / "certs"
     certs.mkdir()
     subprocess.run(
@@ -156,6 +168,7 @@ def free_port() -> int:
 
 
 def test_sshd_accepts_agent_key(contract_cage: Cage, tmp_path: Path) -> None:
+    require_host_tools("ssh", "ssh-keygen")
     key = tmp_path / "id_ed25519"
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=60
@@ -240,3 +253,19 @@ def test_install_packs_rejects_bad_input(contract_cage: Cage, variable: str, mes
     result = run_install_packs(contract_cage, variable)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_firewall_without_net_admin_fails(contract_cage: Cage) -> None:
+    argv, environment = contract_cage.run_argv(["true"], internet=False)
+    net_admin = argv.index("NET_ADMIN")
+    del argv[net_admin - 1 : net_admin + 1]
+    result = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=CONTAINER_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "must add NET_ADMIN when INTERNET_ACCESS=false" in result.stderr

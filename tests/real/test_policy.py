@@ -169,3 +169,21 @@ def test_project_edit_allowed(claude_project, start_mock) -> None:
     assert result_for_step(requests, 1)["is_error"] is False
     assert (claude_project.project / "NOTES.md").read_text() == "edited\n"
     assert Path(claude_project.project / "NOTES.md").stat().st_uid == claude_project.uid
+
+
+def test_managed_policy_edit_denied(claude_project, start_mock) -> None:
+    policy = "/etc/claude-code/managed-settings.json"
+    server, requests = start_mock(
+        [
+            call("Read", file_path=policy),
+            call("Edit", file_path=policy, old_string='"deny": [', new_string='"deny": [], "x": ['),
+            call("Bash", command=f"echo '{{}}' > {policy}", description="Reset the policy"),
+        ]
+    )
+    run_claude(claude_project, server)
+    assert result_for_step(requests, 0)["is_error"] is False
+    assert_denied(result_for_step(requests, 1))
+    assert result_for_step(requests, 2)["is_error"] is True
+    after = claude_project.run(["python3", "-m", "json.tool", policy])
+    assert after.returncode == 0, after.stderr
+    assert '"allowManagedHooksOnly": true' in after.stdout

@@ -13,4 +13,5 @@ chown "$uid:$gid" /home/agent
 cd "${LLM_DOCKER_WORKDIR:-/}"
 # busybox su runs "$@" unchanged: ARG0 and ARGS follow the -c script, and
 # POSIXLY_CORRECT stops its option parser at the user name.
+# shellcheck disable=SC2016 # the inner shell expands $0 and $@, not this one
 POSIXLY_CORRECT=1 exec su -s /bin/sh agent -c 'unset POSIXLY_CORRECT; exec "$0" "$@"' "$@"

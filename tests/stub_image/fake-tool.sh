@@ -26,4 +26,17 @@ awk '$2 !~ "^/(proc|sys|dev)(/|$)" && $2 != "/" { print $2 }' /proc/mounts | whi
   fi
 done
 [ -S /var/run/docker.sock ] && echo "DOCKER_SOCKET:present"
+# STUB_SLEEP=SECONDS keeps the tool running so tests can send it signals: it reports
+# SIGWINCH and goes on, and exits 143 on SIGTERM like a tool that ends on it.
+if [ -n "${STUB_SLEEP:-}" ]; then
+  trap 'echo SIGNAL:TERM; exit 143' TERM
+  trap 'echo SIGNAL:WINCH' WINCH
+  sleep "$STUB_SLEEP" &
+  sleeper=$!
+  echo "SLEEPING"
+  # A trapped signal ends `wait` early, so wait again until the sleep is over.
+  while kill -0 "$sleeper" 2>/dev/null; do
+    wait "$sleeper"
+  done
+fi
 exit "${STUB_EXIT:-0}"

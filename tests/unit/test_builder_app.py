@@ -391,3 +391,34 @@ def test_http_parse_target_raises_only_http_error(target: str) -> None:
         parse_target(target)
     except HttpError as exc:
         assert 400 <= exc.status < 500
+
+
+# -- plugin ---------------------------------------------------------------------------------------
+
+
+def test_plugin_adds_an_endpoint(tmp_path: Path) -> None:
+    (tmp_path / "builder_plugin.py").write_text(
+        "def register(api):\n"
+        "    api.add_route('GET', '/hello', lambda request: {'agent': request.agent})\n"
+    )
+    application = App(make_config(tmp_path, {"plugin": "builder_plugin.py"}))
+    application.start()
+    try:
+        response = application.handle(request("GET", "/hello", headers={"X-Agent-ID": "p1"}))
+    finally:
+        application.shutdown()
+    assert (response.status, body(response)) == (200, {"agent": "p1"})
+
+
+def test_plugin_cannot_replace_builtin(tmp_path: Path) -> None:
+    from builder_api.plugin import PluginError
+
+    (tmp_path / "builder_plugin.py").write_text(
+        "def register(api):\n    api.add_route('POST', '/build', lambda request: {})\n"
+    )
+    application = App(make_config(tmp_path, {"plugin": "builder_plugin.py"}))
+    try:
+        with pytest.raises(PluginError, match="already taken"):
+            application.start()
+    finally:
+        application.shutdown()

@@ -352,3 +352,15 @@ def test_shutdown_stops_build_and_run(tmp_path: Path) -> None:
     application.shutdown()
     time.sleep(0.05)
     assert (_alive(run_pid), _alive(build_pid)) == (False, False)
+
+
+def test_build_missing_program_is_error_state(tmp_path: Path) -> None:
+    from tests.unit.test_builder_support import make_config
+
+    application = App(make_config(tmp_path, {"build": {"command": ["/nonexistent/tool"]}}))
+    application.start()
+    try:
+        status = wait_status(application, queue_build(application, "ok"))
+    finally:
+        application.shutdown()
+    assert (status["state"], "cannot start" in status["error"]) == ("error", True)

@@ -272,3 +272,37 @@ def test_daemon_runs_as_directory_script(tmp_path: Path) -> None:
     argv = [*launch_args(str(tmp_path)), "--version"]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=20, cwd=tmp_path)
     assert (result.returncode, result.stdout.startswith("builder-api")) == (0, True)
+
+
+def test_server_expect_100_continue(live: Live) -> None:
+    body = b'{"level": "info", "message": "' + b"m" * 2000 + b'"}'
+    head = (
+        "POST /log HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+        sock.sendall(head)
+        interim = sock.recv(4096)
+        sock.sendall(body)
+        final = b""
+        while chunk := sock.recv(65536):
+            final += chunk
+    assert (interim.startswith(b"HTTP/1.1 100"), status_line(final)) == (True, 200)
+
+
+def test_server_access_log_records_agent_without_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    server = Live(make_config(tmp_path), password="pw")
+    try:
+        with caplog.at_level(logging.INFO, logger="builder_api"):
+            server.call("POST", "/stop?key=pw", headers={"X-Agent-ID": "agent-42"})
+    finally:
+        server.close()
+    assert ("agent=agent-42" in caplog.text, "key=" in caplog.text, "pw" in caplog.text) == (
+        True,
+        False,
+        False,
+    )

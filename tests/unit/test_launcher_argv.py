@@ -106,9 +106,20 @@ def test_argv_no_internet_adds_net_admin(project):
 
 def test_argv_sandbox_off(project):
     argv = plan_for(project, SANDBOX_ENABLED="false").argv
-    assert "--cap-drop" not in argv
-    assert option_values(argv, "--cap-add") == ["SYS_PTRACE"]
-    assert "--security-opt" not in argv
+    assert option_values(argv, "--cap-drop") == ["ALL"]
+    assert option_values(argv, "--cap-add") == [*llmdocker.SETUP_CAPABILITIES, "SYS_PTRACE"]
+    assert option_values(argv, "--security-opt") == ["no-new-privileges=true"]
+
+
+def test_argv_sandbox_off_with_ssh_keeps_chroot(project):
+    argv = plan_for(project, SANDBOX_ENABLED="false", LLM_DOCKER_SSH_ENABLED="true").argv
+    assert "SYS_CHROOT" in option_values(argv, "--cap-add")
+    assert "SYS_PTRACE" in option_values(argv, "--cap-add")
+
+
+def test_argv_setup_capabilities_let_tini_signal():
+    # tini runs as root without the agent's uid and needs CAP_KILL to forward signals.
+    assert "KILL" in llmdocker.SETUP_CAPABILITIES
 
 
 def test_argv_ssh_port_on_loopback(project):
@@ -187,6 +198,22 @@ def test_argv_claude_environment(project):
     assert env["BUILDER_API_URL"] == "http://host.docker.internal:6666"
 
 
+def test_argv_quiet_tells_entrypoint(project):
+    quiet = llmdocker.Options("claude")
+    quiet.verbosity = -1
+    assert plan_for(project, options=quiet).environment["LLM_DOCKER_QUIET"] == "true"
+    assert "LLM_DOCKER_QUIET" not in plan_for(project).environment
+
+
+def test_argv_pass_env_unset_name_skipped_with_notice(project, capsys, monkeypatch):
+    monkeypatch.setattr(llmdocker, "log", llmdocker.LaunchLog("cld", llmdocker.LaunchLog.INFO))
+    plan = plan_for(project, environ={}, PASS_ENV="NOT_SET_ANYWHERE")
+    assert "NOT_SET_ANYWHERE" not in plan.environment
+    err = capsys.readouterr().err
+    assert "PASS_ENV lists NOT_SET_ANYWHERE, which is not set in the environment" in err
+    assert err.count("\n") == 1
+
+
 def test_argv_opencode_has_no_claude_environment(project):
     env = plan_for(project, tool="opencode").environment
     assert "CLAUDE_CONFIG_DIR" not in env
@@ -212,6 +239,71 @@ def test_identity_root_maps_to_1000():
 def test_identity_user_kept():
     identity = llmdocker.agent_identity(make_settings(), 501, 20)
     assert (identity.uid, identity.gid) == (501, 20)
+
+
+def test_identity_root_takes_project_owner():
+    identity = llmdocker.agent_identity(make_settings(), 0, 0, (1001, 1002))
+    assert (identity.uid, identity.gid) == (1001, 1002)
+
+
+@pytest.mark.parametrize(
+    ("owner", "expected"),
+    [
+        ((0, 0), (1000, 1000)), ((0, 1002), (1000, 1000)), ((1001, 0), (1001, 1000)),
+        (None, (1000, 1000)),
+    ],
+)  # fmt: skip
+def test_identity_root_owned_project_falls_back(owner, expected):
+    identity = llmdocker.agent_identity(make_settings(), 0, 0, owner)
+    assert (identity.uid, identity.gid) == expected
+
+
+def test_identity_user_ignores_project_owner():
+    identity = llmdocker.agent_identity(make_settings(), 501, 20, (1001, 1002))
+    assert (identity.uid, identity.gid) == (501, 20)
+
+
+def test_identity_settings_override_project_owner():
+    identity = llmdocker.agent_identity(
+        make_settings(AGENT_UID="4321", AGENT_GID="99"), 0, 0, (1001, 1002)
+    )
+    assert (identity.uid, identity.gid) == (4321, 99)
+
+
+@pytest.mark.parametrize(
+    ("uid", "gid", "mode", "writable"),
+    [
+        (1001, 5, 0o755, True), (1001, 5, 0o555, False), (1001, 5, 0o655, False),
+        (7, 1002, 0o775, True), (7, 1002, 0o755, False),
+        (7, 5, 0o777, True), (7, 5, 0o775, False), (7, 5, 0o772, False),
+    ],
+)  # fmt: skip
+def test_can_write_directory_by_class(uid, gid, mode, writable):
+    identity = llmdocker.Identity(uid, gid)
+    assert llmdocker.can_write_directory(identity, (1001, 1002), mode) is writable
+
+
+def test_project_write_warning_gives_fix(tmp_path):
+    root = tmp_path / "app"
+    root.mkdir()
+    root.chmod(0o755)
+    owner = root.stat()
+    identity = llmdocker.Identity(owner.st_uid + 1, owner.st_gid + 1)
+    warning = llmdocker.project_write_warning(identity, str(root), "/state/llm-docker.conf")
+    assert warning is not None
+    assert f"chown -R {identity.uid}:{identity.gid} {root}" in warning
+    assert "cannot write the project root" in warning
+    if owner.st_uid != 0:
+        assert f"AGENT_UID={owner.st_uid} and AGENT_GID={owner.st_gid}" in warning
+    else:
+        assert "AGENT_UID" not in warning  # the agent can never be root
+
+
+def test_project_write_warning_none_when_writable(tmp_path):
+    owner = tmp_path.stat()
+    identity = llmdocker.Identity(owner.st_uid, owner.st_gid)
+    tmp_path.chmod(0o755)
+    assert llmdocker.project_write_warning(identity, str(tmp_path), "/c") is None
 
 
 def test_identity_settings_override():

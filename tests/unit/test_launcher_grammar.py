@@ -129,6 +129,40 @@ def test_grammar_api_rejects_bad_value():
         parse("--api=maybe")
 
 
+@pytest.mark.parametrize("flag", ["-a", "--api"])
+def test_grammar_api_rejects_bad_separate_value(flag):
+    with pytest.raises(UsageError, match="--api takes true or false, got 'maybe'"):
+        parse(flag, "maybe")
+
+
+def test_grammar_api_then_existing_directory_is_project():
+    options = parse_command_line("claude", ["-a", "proj"], is_directory=lambda _: True)
+    assert options.api is True
+    assert options.project_dir == "proj"
+
+
+def test_grammar_api_then_option_is_flag_alone():
+    options = parse("-a", "-c")
+    assert options.api is True
+    assert options.continue_session
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [("-c", "-c"), ("-c", "--continue"), ("-c", "abc", "-c"), ("--continue=abc", "-c"),
+     ("-c", "--continue=abc")],
+)  # fmt: skip
+def test_grammar_continue_twice_is_error(arguments):
+    with pytest.raises(UsageError, match="given twice"):
+        parse(*arguments)
+
+
+def test_grammar_tmux_flag_recorded_as_given():
+    assert parse("-tt", "3").tmux_flag == "-tt"
+    assert parse("--tmux-recon").tmux_flag == "--tmux-recon"
+    assert parse().tmux_flag == ""
+
+
 def test_grammar_tmux_modes():
     assert parse("-t").tmux == "tmux"
     assert parse("-tt").tmux == "team:4"
@@ -239,6 +273,24 @@ def test_help_lists_every_flag_and_setting():
         assert spelling in text
     for setting in llmdocker.SETTINGS:
         assert f"{setting.name}={setting.default or '(empty)'}" in text
+
+
+def test_help_states_first_message_rule():
+    text = " ".join(llmdocker.format_help("claude", "cld").split())
+    assert "unless -c resumes a session or arguments follow --" in text
+    readme = " ".join(launcher_readme_section().split())
+    assert "launches with arguments after `--` (such as `cld -- --version`) never get" in readme
+
+
+def test_help_states_maintenance_then_launch():
+    text = " ".join(llmdocker.format_help("claude", "cld").split())
+    assert text.count("then launch the tool") == 3  # --clean, --build, --rebuild-force
+
+
+def test_help_marks_tmux_flags_not_available():
+    for spelling, _, text in llmdocker.FLAG_DOCS:
+        if spelling.startswith("-t"):
+            assert "not available yet" in text, spelling
 
 
 def test_help_knows_every_parsed_option():

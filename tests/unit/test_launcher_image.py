@@ -177,6 +177,49 @@ def test_clean_with_yes_stops_and_removes(monkeypatch):
     assert fake.argvs("rm") == [["docker", "rm", "--force", "a1", "b2"]]
 
 
+REMOVAL_IN_PROGRESS = "Error response from daemon: removal of container b2 is already in progress\n"
+
+
+def engine_failing(monkeypatch, subcommand: str, stderr: str):
+    """Install a fake engine whose `subcommand` fails with `stderr`."""
+    fake = install_fake_engine(monkeypatch)
+
+    def answer(command):
+        if command.argv[1] == subcommand:
+            fake.commands.append(command)
+            return llmdocker.CommandResult(1, "", stderr)
+        return type(fake).__call__(fake, command)
+
+    monkeypatch.setattr(llmdocker, "run_command", answer)
+    return fake
+
+
+@pytest.mark.parametrize(
+    ("subcommand", "stderr"),
+    [
+        ("rm", REMOVAL_IN_PROGRESS),
+        ("rm", "Error response from daemon: No such container: b2\n"),
+        ("rm", REMOVAL_IN_PROGRESS + "Error: No such container: a1\n"),
+        ("stop", "Error response from daemon: No such container: b2\n"),
+    ],
+)  # fmt: skip
+def test_clean_tolerates_containers_already_gone(monkeypatch, capsys, subcommand, stderr):
+    fake = engine_failing(monkeypatch, subcommand, stderr)
+    fake.containers = [("a1", "exited", "old"), ("b2", "running", "live")]
+    engine = Engine("docker", {}, dry_run=False)
+    llmdocker.clean_containers(engine, 1000, "/s", confirmed=True, interactive=False)
+    assert "removed 2 llm-docker container(s)" in capsys.readouterr().err
+
+
+def test_clean_reports_other_rm_errors(monkeypatch):
+    stderr = REMOVAL_IN_PROGRESS + "Error response from daemon: device or resource busy\n"
+    fake = engine_failing(monkeypatch, "rm", stderr)
+    fake.containers = [("a1", "exited", "old"), ("b2", "running", "live")]
+    engine = Engine("docker", {}, dry_run=False)
+    with pytest.raises(EngineError, match=r"docker rm failed: .*device or resource busy"):
+        llmdocker.clean_containers(engine, 1000, "/s", confirmed=True, interactive=False)
+
+
 def test_clean_asks_on_terminal(monkeypatch):
     fake = install_fake_engine(monkeypatch)
     fake.containers = [("b2", "running", "live")]

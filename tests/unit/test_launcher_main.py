@@ -8,7 +8,7 @@ import stat
 import pytest
 
 import llmdocker
-from tests.unit.test_launcher_fakes import install_fake_engine, make_sandbox
+from tests.unit.test_launcher_fakes import install_fake_engine, make_sandbox, make_settings
 
 
 @pytest.fixture
@@ -112,7 +112,15 @@ def test_main_creates_private_env_file(sandbox, fake, capsys):
     env_file = sandbox.state / ".env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     assert "# ANTHROPIC_API_KEY=" in env_file.read_text()
-    assert "created" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"cld: created {env_file} (mode 0600) for your API keys\n" in err
+    assert "warning: created" not in err
+
+
+def test_main_env_file_notice_hidden_by_quiet(sandbox, fake, capsys):
+    assert llmdocker.main(["claude", "-q"]) == 0
+    assert (sandbox.state / ".env").exists()
+    assert "created" not in capsys.readouterr().err
 
 
 def test_main_refuses_readable_env_file(sandbox, fake, capsys):
@@ -148,8 +156,12 @@ def test_main_guard_error_escapes_path(sandbox, fake, capsys, tmp_path):
 
 @pytest.mark.parametrize(
     ("arguments", "flag"),
-    [(["4"], "window count 4"), (["--slot", "2"], "--slot"), (["-a"], "-a/--api"),
-     (["-c", "3"], "window count 3")],
+    [
+        (["4"], "window count 4"), (["--slot", "2"], "--slot"), (["-c", "3"], "window count 3"),
+        (["-t"], "-t is not available yet"), (["--tmux"], "--tmux is not available yet"),
+        (["-tt", "3"], "-tt is not available yet"), (["-tr"], "-tr is not available yet"),
+        (["-tc"], "-tc is not available yet"), (["-tcl"], "-tcl is not available yet"),
+    ],
 )  # fmt: skip
 def test_main_not_available_yet(sandbox, fake, capsys, arguments, flag):
     assert llmdocker.main(["claude", *arguments]) == 2
@@ -159,16 +171,36 @@ def test_main_not_available_yet(sandbox, fake, capsys, arguments, flag):
     assert fake.commands == []
 
 
-def test_main_tmux_passed_to_container(sandbox, fake):
-    assert llmdocker.main(["claude", "-tt", "3"]) == 0
-    assert fake.run_command().env["LLM_DOCKER_TMUX"] == "team:3"
-
-
-def test_main_tmux_pack_missing(sandbox, fake, capsys):
-    assert llmdocker.main(["claude", "-tr"]) == 1
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["-tt", "5"], "-tt/--tmux-team takes 2, 3 or 4 panes"),
+        (["-t", "-tc"], "mutually exclusive"),
+        (["-t", "--slot", "x"], "--slot needs a whole number"),
+    ],
+)  # fmt: skip
+def test_main_tmux_validation_before_not_available(sandbox, fake, capsys, arguments, message):
+    assert llmdocker.main(["claude", *arguments]) == 2
     err = capsys.readouterr().err
-    assert "needs INSTALL_TMUX_RECON=true" in err
-    assert "cld --build" in err
+    assert message in err
+    assert "not available yet" not in err
+
+
+def test_main_tmux_rejected_for_ocd_before_not_available(sandbox, fake, capsys):
+    assert llmdocker.main(["-tr"], program="ocd") == 2
+    err = capsys.readouterr().err
+    assert "for Claude Code only" in err
+    assert "not available yet" not in err
+
+
+def test_tmux_pack_missing_names_setting():
+    options = llmdocker.Options("claude")
+    options.tmux = "recon"
+    settings = make_settings()
+    with pytest.raises(llmdocker.LauncherError) as raised:
+        llmdocker.check_tmux_mode(options, settings)
+    assert "needs INSTALL_TMUX_RECON=true" in raised.value.message
+    assert "cld --build" in raised.value.hint
 
 
 def test_main_boot_file_first_message(sandbox, fake):
@@ -274,3 +306,107 @@ def test_main_dry_run_clean_and_build_change_nothing(sandbox, fake, capsys):
     assert "docker rm --force a1" in out
     assert "docker image rm llm-docker-claude:latest" in out
     assert "docker build --tag llm-docker-claude:latest" in out
+
+
+def test_main_window_count_one_is_single_launch(sandbox, fake):
+    assert llmdocker.main(["claude", "1"]) == 0
+    assert container_command(fake) == ["claude"]
+
+
+def test_main_api_invalid_value_before_not_available(sandbox, fake, capsys):
+    assert llmdocker.main(["claude", "4", "--api", "maybe"]) == 2
+    err = capsys.readouterr().err
+    assert "--api takes true or false, got 'maybe'" in err
+    assert "not available yet" not in err
+    assert fake.commands == []
+
+
+def test_main_llm_docker_home_root_refused(sandbox, fake, monkeypatch, capsys):
+    monkeypatch.setenv("LLM_DOCKER_HOME", "/")
+    assert llmdocker.main(["claude"]) == 1
+    err = capsys.readouterr().err
+    assert "refusing LLM_DOCKER_HOME='/'" in err
+    assert "project" not in err
+    assert fake.commands == []
+
+
+@pytest.mark.parametrize("value", ["/usr/share/x", "/home", "~"])
+def test_main_llm_docker_home_system_or_home_refused(sandbox, fake, monkeypatch, capsys, value):
+    monkeypatch.setenv("LLM_DOCKER_HOME", value)
+    assert llmdocker.main(["claude", "--dry-run"]) == 1
+    assert "LLM_DOCKER_HOME" in capsys.readouterr().err
+
+
+def test_main_dry_run_shows_llm_docker_home_source(sandbox, fake, monkeypatch, tmp_path, capsys):
+    moved = tmp_path / "elsewhere" / "state"
+    monkeypatch.setenv("LLM_DOCKER_HOME", str(moved))
+    assert llmdocker.main(["claude", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"LLM_DOCKER_HOME={moved}  (environment variable LLM_DOCKER_HOME)" in out
+
+
+def test_main_dry_run_shows_default_llm_docker_home(sandbox, fake, capsys):
+    assert llmdocker.main(["claude", "--dry-run"]) == 0
+    assert f"LLM_DOCKER_HOME={sandbox.home}/.llm-docker  (default)" in capsys.readouterr().out
+
+
+def test_main_podman_missing_hint_does_not_repeat_setting(sandbox, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("LLM_DOCKER_ENGINE", "podman")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    assert llmdocker.main(["claude"]) == 1
+    err = capsys.readouterr().err
+    assert "podman not found on PATH" in err
+    assert "set LLM_DOCKER_ENGINE=podman" not in err
+    assert "install Podman" in err
+
+
+def test_main_docker_missing_hint_mentions_podman(sandbox, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    assert llmdocker.main(["claude"]) == 1
+    err = capsys.readouterr().err
+    assert "docker not found on PATH" in err
+    assert "set LLM_DOCKER_ENGINE=podman" in err
+
+
+def test_main_passthrough_gets_no_boot_message(sandbox, fake):
+    (sandbox.project / "BOOT.md").write_text("Boot steps.\n")
+    assert llmdocker.main(["claude", "--", "--version"]) == 0
+    assert container_command(fake) == ["claude", "--version"]
+    assert fake.run_command().env["LLM_DOCKER_SESSION"] == "new"
+
+
+def test_main_quiet_passes_quiet_to_container(sandbox, fake):
+    assert llmdocker.main(["claude", "-q"]) == 0
+    assert fake.run_command().env["LLM_DOCKER_QUIET"] == "true"
+
+
+def test_main_sandbox_off_message_is_exact(sandbox, fake, monkeypatch, capsys):
+    monkeypatch.setenv("SANDBOX_ENABLED", "false")
+    assert llmdocker.main(["claude"]) == 0
+    err = capsys.readouterr().err
+    assert "the agent keeps the SYS_PTRACE capability" in err
+    assert "still runs with no-new-privileges" in err
+    assert "without no-new-privileges" not in err
+
+
+root_only = pytest.mark.skipif(os.getuid() != 0, reason="the agent identity of root launches")
+
+
+@root_only
+def test_main_root_agent_takes_project_owner(sandbox, fake, capsys):
+    os.chown(sandbox.project, 1001, 1002)
+    assert llmdocker.main(["claude"]) == 0
+    env = fake.run_command().env
+    assert (env["LLM_DOCKER_UID"], env["LLM_DOCKER_GID"]) == ("1001", "1002")
+    assert (sandbox.state / "claude" / "config").stat().st_uid == 1001
+    assert "cannot write the project root" not in capsys.readouterr().err
+
+
+@root_only
+def test_main_root_owned_project_warns_with_fix(sandbox, fake, capsys):
+    os.chmod(sandbox.project, 0o755)  # noqa: S103 - root-owned, as the test runs as root
+    assert llmdocker.main(["claude"]) == 0
+    assert fake.run_command().env["LLM_DOCKER_UID"] == "1000"
+    err = capsys.readouterr().err
+    assert err.count("cannot write the project root") == 1
+    assert f"chown -R 1000:1000 {sandbox.project}" in err

@@ -48,8 +48,14 @@ def test_mount_plain_path_not_quoted():
     assert Mount("/a/b", "/c", False).spec() == "type=bind,src=/a/b,dst=/c"
 
 
-def test_mount_readonly_is_not_recursive():
+def test_mount_readonly_is_recursive_by_default():
     spec = Mount("/a", "/b", True).spec()
+    assert spec.endswith(",readonly")
+    assert "bind-nonrecursive" not in spec
+
+
+def test_mount_nonrecursive_when_asked():
+    spec = Mount("/a", "/b", True, nonrecursive=True).spec()
     assert spec.endswith(",readonly,bind-nonrecursive=true")
 
 
@@ -160,6 +166,28 @@ def test_project_inside_workspace(layout):
     ]
 
 
+def test_workspace_mount_is_nonrecursive(layout):
+    home, project, state = layout
+    settings = settings_with(WORKSPACE_DIR=str(home / "Projects"))
+    resolved = resolve_project(str(project), settings, str(home), state, "/c")
+    workspace, project_mount = resolved.mounts
+    assert workspace.nonrecursive
+    assert "bind-nonrecursive=true" in workspace.spec()
+    assert "bind-nonrecursive" not in project_mount.spec()
+
+
+def test_state_files_and_certs_mounts_are_recursive(layout):
+    home, _, state = layout
+    os.makedirs(state.certs)
+    (home / ".p10k.zsh").write_text("# prompt\n")
+    mounts = llmdocker.persistence_mounts("claude", state, ssh=False, home=str(home))
+    assert [m.target for m in mounts if m.readonly] == [
+        "/usr/local/share/llm-docker/certs",
+        "/home/agent/.p10k.zsh",
+    ]
+    assert not any("bind-nonrecursive" in m.spec() for m in mounts)
+
+
 def test_project_outside_workspace(layout, tmp_path):
     home, project, state = layout
     workspace = home / "work" / "all"
@@ -190,6 +218,17 @@ def test_project_inside_code_refused(layout):
     home, project, state = layout
     with pytest.raises(GuardError, match="installed llm-docker code"):
         resolve_project(str(project), settings_with(), str(home), state, str(project.parent))
+
+
+def test_project_refused_git_top_level_named(layout):
+    home, project, state = layout
+    (home / "Projects" / ".git").mkdir()
+    with pytest.raises(GuardError) as raised:
+        resolve_project(str(project), settings_with(), str(home), state, str(home / "Projects"))
+    message = raised.value.message
+    assert f"refusing project root '{home / 'Projects'}'" in message
+    assert f"it is the git top level of '{project}'" in message
+    assert "outside that repository" in raised.value.hint
 
 
 def test_persistence_mounts_claude(layout):

@@ -145,10 +145,47 @@ def test_settings_wrong_type_reported_with_line(tmp_path, line, expected):
     assert "llm-docker.conf:2" in caught.value.message
 
 
-def test_settings_agent_uid_zero_hint(tmp_path):
+@pytest.mark.parametrize("name", ["AGENT_UID", "AGENT_GID"])
+def test_settings_agent_uid_zero_hint(tmp_path, name):
     with pytest.raises(SettingsError) as caught:
-        load(tmp_path, conf="AGENT_UID=0\n")
+        load(tmp_path, conf=f"{name}=0\n")
     assert "never be root" in caught.value.hint
+    assert f"set {name} to the owner of your project files" in caught.value.hint
+    assert "or leave it empty" in caught.value.hint
+
+
+@pytest.mark.parametrize("key", sorted(llmdocker.KNOWN_CLIENT_VARIABLES))
+def test_settings_env_known_client_variable_no_warning(tmp_path, capsys, monkeypatch, key):
+    monkeypatch.setattr(llmdocker, "log", llmdocker.LaunchLog("cld"))
+    settings = load(tmp_path, env=f"{key}=value\n")
+    assert settings.env_file_values == {key: "value"}
+    assert capsys.readouterr().err == ""
+
+
+def test_settings_env_near_miss_warns(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(llmdocker, "log", llmdocker.LaunchLog("cld"))  # no file logger attached
+    settings = load(tmp_path, env="ANTROPIC_API_KEY=sk\n")
+    assert settings.env_file_values == {"ANTROPIC_API_KEY": "sk"}
+    err = capsys.readouterr().err
+    assert "did you mean ANTHROPIC_API_KEY?" in err
+    assert err.count("\n") == 1
+
+
+def test_settings_env_unrelated_key_no_warning(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(llmdocker, "log", llmdocker.LaunchLog("cld"))
+    load(tmp_path, env="GITHUB_TOKEN=ghp\n")
+    assert capsys.readouterr().err == ""
+
+
+def test_settings_llm_docker_home_from_environment(tmp_path):
+    settings = load(tmp_path, environ={"LLM_DOCKER_HOME": "~/state"})
+    assert settings.text("LLM_DOCKER_HOME") == HOME + "/state"
+    assert settings.sources["LLM_DOCKER_HOME"] == "environment variable LLM_DOCKER_HOME"
+
+
+def test_settings_empty_llm_docker_home_is_default(tmp_path):
+    settings = load(tmp_path, environ={"LLM_DOCKER_HOME": ""})
+    assert settings.sources["LLM_DOCKER_HOME"] == "default"
 
 
 def test_settings_wrong_type_from_environment(tmp_path):
