@@ -27,7 +27,8 @@ Sections, in dependency order:
     State directory            ~/.llm-docker (LLM_DOCKER_HOME), .env creation and permissions
     Paths and guards           real paths, refusals of dangerous project/workspace/DOCKER_DIR values
     Project identity           project root, stable id, container path, mounts
-    Sessions and slots         resolve_session() -> SessionDecision; post-exit step (seam)
+    Sessions and slots         session stores (Claude Code files, OpenCode database), slot
+                               records, resolve_session(), the watchdog, --sessions
     Windows and tmux           window fan-out (not available yet), tmux mode for the container
     Builder API launch         -a/--api: start or reuse the project's builder API daemon
     Docker run argv            pure functions that build the `docker run` list
@@ -1284,21 +1285,894 @@ def persistence_mounts(tool: str, state: StatePaths, ssh: bool, home: str) -> li
 # ====================================================================================
 
 
-class SessionDecision:
-    """The session choice of one launch: a new session, the newest one, or a given one.
+# Host paths of the session stores, relative to the state directory (docker/CONTRACT.md).
+CLAUDE_CONFIG_HOST_DIR = "claude/config"
+OPENCODE_DB_HOST_PATH = "opencode/data/opencode.db"
 
-    `mode` is `new`, `continue` or `resume` (the LLM_DOCKER_SESSION contract value).
-    `first_message` is sent on a new session only. `slot` tags the session for the slot
-    system, which saves it after exit.
+# Claude Code (2.1.x) cuts a project folder name to this many UTF-16 code units and appends a
+# hash of the full path when the name is longer.
+CLAUDE_FOLDER_MAX_UNITS = 200
+CLAUDE_SESSION_SUFFIX = ".jsonl"
+UUID_LENGTH = 36
+LOWER_HEX = frozenset("0123456789abcdef")
+ASCII_ALPHANUMERIC = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+
+# Bytes read from the start of a Claude session file for its `cwd` and first prompt. Session
+# files grow to megabytes and are never read whole.
+SESSION_HEAD_BYTES = 64 * 1024
+FIRST_PROMPT_MAX_CHARS = 80  # of the first prompt line shown by --sessions
+MAX_LISTED_SESSIONS = 200  # --sessions reads one file or row per shown session
+RECENT_SESSIONS_IN_ERROR = 5  # sessions listed for an unknown `-c ID`
+
+OPENCODE_BUSY_TIMEOUT_SECONDS = 2.0  # wait for a writer's lock on opencode.db, then give up
+# Columns of OpenCode's `session` table (1.x) that session detection needs.
+OPENCODE_REQUIRED_COLUMNS = frozenset({"id", "directory", "time_created", "time_updated"})
+OPENCODE_FIRST_MESSAGES = 20  # messages of a session searched for the first user prompt
+SQLITE_HEADER_BYTES = 100
+SQLITE_WAL_FORMAT = 2  # header byte 18: 1 for a rollback journal, 2 for WAL
+
+SLOT_RECORD_VERSION = 1
+SLOT_RECORD_MAX_BYTES = 16 * 1024  # a record is about 250 bytes; a bigger file is not one
+CONTAINER_STOP_GRACE_SECONDS = 2  # `docker stop -t` when the launcher dies or is signalled
+
+
+class SessionError(LauncherError):
+    """A session or slot problem: an unknown session id, an unreadable slot record."""
+
+
+def _timestamp(epoch_seconds: float, utc: bool = False) -> str:
+    import time
+
+    if utc:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_seconds))
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch_seconds))
+
+
+# ---- Claude Code project folder ------------------------------------------------------
+
+
+def java_string_hash(text: str) -> int:
+    """Return Java's `String.hashCode` of text: a signed 32-bit hash of its UTF-16 code units."""
+    value = 0
+    for char in text:
+        code = ord(char)
+        if code < 0x10000:
+            value = (value * 31 + code) & 0xFFFFFFFF
+            continue
+        code -= 0x10000  # a surrogate pair, as JavaScript strings hold it
+        value = (value * 31 + 0xD800 + (code >> 10)) & 0xFFFFFFFF
+        value = (value * 31 + 0xDC00 + (code & 0x3FF)) & 0xFFFFFFFF
+    return value - 0x100000000 if value & 0x80000000 else value
+
+
+def to_base36(number: int) -> str:
+    """Return a non-negative integer in base 36 with lowercase digits, as JavaScript does."""
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = []
+    while True:
+        number, remainder = divmod(number, 36)
+        out.append(digits[remainder])
+        if number == 0:
+            return "".join(reversed(out))
+
+
+def claude_folder_name(workdir: str) -> str:
+    """Return Claude Code's project folder name for a working directory (2.1.x).
+
+    Every UTF-16 code unit that is not an ASCII letter or digit becomes `-`, so `é` gives one
+    `-` and an emoji two. A name longer than 200 units is cut to 200 and gets `-` plus the
+    base-36 absolute value of the Java string hash of the full path.
+    """
+    # NOTE: a folder name that is not valid UTF-8 reaches Python as lone surrogates but
+    # Node.js as U+FFFD, so for such a path over 200 units the hash may differ.
+    pieces = []
+    for char in workdir:
+        if char in ASCII_ALPHANUMERIC:
+            pieces.append(char)
+        elif ord(char) > 0xFFFF:
+            pieces.append("--")  # two UTF-16 code units
+        else:
+            pieces.append("-")
+    name = "".join(pieces)
+    if len(name) <= CLAUDE_FOLDER_MAX_UNITS:
+        return name
+    return name[:CLAUDE_FOLDER_MAX_UNITS] + "-" + to_base36(abs(java_string_hash(workdir)))
+
+
+def is_claude_session_id(text: str) -> bool:
+    """Return whether text is a lowercase UUID, the form of Claude Code session ids."""
+    return (
+        len(text) == UUID_LENGTH
+        and text[8] == text[13] == text[18] == text[23] == "-"
+        and LOWER_HEX.issuperset(text.replace("-", ""))
+    )
+
+
+def is_stored_session_id(text: str) -> bool:
+    """Return whether text may be stored in a slot record as a session id."""
+    return (
+        0 < len(text) <= MAX_SESSION_ID_LENGTH
+        and all(char in SESSION_ID_CHARS for char in text)
+        and not text.startswith(".")
+    )
+
+
+# ---- Session stores ------------------------------------------------------------------
+
+
+class SessionInfo:
+    """One session of the project, as found on the host."""
+
+    __slots__ = ("id", "last_activity")
+
+    def __init__(self, session_id: str, last_activity: float) -> None:
+        self.id = session_id
+        self.last_activity = last_activity  # epoch seconds
+
+    def __repr__(self) -> str:
+        return f"SessionInfo({self.id!r}, {self.last_activity!r})"
+
+
+class SessionSnapshot:
+    """Store contents recorded before the container started, to find what it changed.
+
+    Claude Code: the session file names, and the mtimes of the watched sessions (of all of
+    them when `watched_all`). OpenCode: the newest time_created/time_updated of the directory.
     """
 
     def __init__(
-        self, mode: str, session_id: str | None, slot: int | None, first_message: str | None
+        self, names: frozenset[str], mtimes_ns: dict[str, int], watched_all: bool, baseline_ms: int
+    ) -> None:
+        self.names = names
+        self.mtimes_ns = mtimes_ns
+        self.watched_all = watched_all
+        self.baseline_ms = baseline_ms
+
+
+class SessionStore:
+    """The sessions of one tool in one container working directory."""
+
+    tool = ""
+
+    def sessions(self, limit: int | None = None) -> list[SessionInfo]:
+        """Return this project's sessions, newest activity first (at most `limit`)."""
+        raise NotImplementedError
+
+    def count(self) -> int:
+        """Return how many sessions the store holds for this directory (an upper bound)."""
+        raise NotImplementedError
+
+    def find(self, session_id: str) -> SessionInfo | None:
+        """Return the session with this id when it belongs to this project."""
+        raise NotImplementedError
+
+    def newest(self) -> SessionInfo | None:
+        found = self.sessions(limit=1)
+        return found[0] if found else None
+
+    def snapshot(self, watch: Sequence[str] | None = None) -> SessionSnapshot:
+        """Record the store before the container starts.
+
+        `watch` names the sessions the launch may append to. None means any of them, which
+        costs one stat per session file for Claude Code.
+        """
+        raise NotImplementedError
+
+    def changed_since(self, snapshot: SessionSnapshot) -> list[SessionInfo]:
+        """Return the sessions created or appended to after the snapshot, newest first."""
+        raise NotImplementedError
+
+    def first_prompt(self, session_id: str) -> str:
+        """Return the first line of the session's first user prompt, or ''."""
+        raise NotImplementedError
+
+    def problem(self) -> str | None:
+        """Return why the last read found no sessions because of an error, or None."""
+        return None
+
+
+def session_store(tool: str, state_root: str, workdir: str) -> SessionStore:
+    """Return the session store of `tool` for the container working directory `workdir`."""
+    if tool == "claude":
+        return ClaudeSessions(os.path.join(state_root, CLAUDE_CONFIG_HOST_DIR), workdir)
+    return OpencodeSessions(os.path.join(state_root, OPENCODE_DB_HOST_PATH), workdir)
+
+
+# ---- Claude Code sessions --------------------------------------------------------------
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _user_text(content: object) -> str:
+    """Return the typed text of a Claude user message (a string or a list of blocks)."""
+    if isinstance(content, str):
+        return content
+    for block in content if isinstance(content, list) else ():
+        if isinstance(block, dict) and block.get("type") == "text":
+            text = block.get("text")
+            if isinstance(text, str):
+                return text
+    return ""
+
+
+def _is_command_echo(text: str) -> bool:
+    # Claude Code records slash commands and their output as user lines wrapped in tags such
+    # as `<command-name>` and `<local-command-stdout>`, after a caveat line. None is a prompt.
+    stripped = text.lstrip()
+    return stripped.startswith(("<command-", "<local-command-", "Caveat: The messages below"))
+
+
+def _partial_json_string(fragment: str) -> str:
+    """Decode the start of a JSON string whose end was cut off by the head limit."""
+    import json
+
+    pieces = []
+    index = 0
+    while index < len(fragment) and fragment[index] != '"':
+        length = 1
+        if fragment[index] == "\\":
+            length = 6 if fragment[index + 1 : index + 2] == "u" else 2
+            if index + length > len(fragment):
+                break
+        pieces.append(fragment[index : index + length])
+        index += length
+    try:
+        return str(json.loads('"' + "".join(pieces) + '"'))
+    except ValueError:
+        return ""
+
+
+def _prompt_of_cut_line(line: str) -> str:
+    """Return the first prompt line of a user line that the head limit cut off."""
+    if '"type":"user"' not in line:
+        return ""
+    marker = line.find('"content":"')
+    if marker < 0:
+        return ""
+    return _first_line(_partial_json_string(line[marker + len('"content":"') :]))
+
+
+class ClaudeSessionHead:
+    """The directory and the first prompt found at the start of a Claude session file."""
+
+    __slots__ = ("cwd", "first_prompt")
+
+    def __init__(self, cwd: str | None, first_prompt: str) -> None:
+        self.cwd = cwd
+        self.first_prompt = first_prompt
+
+
+def read_claude_session_head(path: str) -> ClaudeSessionHead:
+    """Read the first SESSION_HEAD_BYTES of a session file for its `cwd` and first prompt.
+
+    Each line is a JSON object. Claude Code writes compact JSON, so the last line, when the
+    limit cut it, still yields the start of a long first prompt.
+    """
+    import json
+
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(SESSION_HEAD_BYTES)
+    except OSError as error:
+        log.debug("cannot read session file %s: %s", path, error)
+        return ClaudeSessionHead(None, "")
+
+    lines = head.decode("utf-8", errors="replace").split("\n")
+    cut_line = lines.pop() if len(head) == SESSION_HEAD_BYTES else ""
+    cwd: str | None = None
+    prompt = ""
+    for line in lines:
+        try:
+            entry = json.loads(line) if line.strip() else None
+        except ValueError:
+            continue
+        if not isinstance(entry, dict):
+            continue
+        if cwd is None and isinstance(entry.get("cwd"), str):
+            cwd = entry["cwd"]
+        if not prompt and entry.get("type") == "user" and not entry.get("isMeta"):
+            message = entry.get("message")
+            text = _user_text(message.get("content")) if isinstance(message, dict) else ""
+            if text and not _is_command_echo(text) and not entry.get("isSidechain"):
+                prompt = _first_line(text)
+        if cwd is not None and prompt:
+            break
+    if not prompt and cut_line:
+        prompt = _prompt_of_cut_line(cut_line)
+    return ClaudeSessionHead(cwd, prompt)
+
+
+class ClaudeSessions(SessionStore):
+    """Claude Code sessions of one container working directory, in the host config dir.
+
+    Only top-level `<uuid>.jsonl` files are sessions: subagent transcripts and other files in
+    the folder are ignored. Folder names are lossy (`/x/a.b` and `/x/a-b` share one), so a
+    file whose `cwd` names another directory belongs to another project.
+    """
+
+    tool = "claude"
+
+    def __init__(self, config_dir: str, workdir: str) -> None:
+        self.workdir = workdir
+        self.folder = os.path.join(config_dir, "projects", claude_folder_name(workdir))
+
+    def path_of(self, session_id: str) -> str:
+        return os.path.join(self.folder, session_id + CLAUDE_SESSION_SUFFIX)
+
+    def _list(self, with_mtimes: bool) -> dict[str, int]:
+        """List the top-level session files: {session id: mtime in ns, or 0 when not asked}.
+
+        Without mtimes no file is stat'ed: the entry type comes from the directory listing.
+        With them, each stat is relative to the open folder, which saves a path lookup.
+        """
+        found: dict[str, int] = {}
+        try:
+            folder_fd = os.open(self.folder, os.O_RDONLY)
+        except FileNotFoundError:
+            return found
+        except OSError as error:
+            log.warning("cannot list Claude Code sessions in %s: %s", self.folder, error)
+            return found
+        try:
+            self._scan(
+                folder_fd if os.scandir in os.supports_fd else self.folder, with_mtimes, found
+            )
+        except OSError as error:
+            log.warning("cannot list Claude Code sessions in %s: %s", self.folder, error)
+        finally:
+            os.close(folder_fd)
+        return found
+
+    @staticmethod
+    def _scan(folder: int | str, with_mtimes: bool, found: dict[str, int]) -> None:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                name = entry.name
+                session_id = name[:UUID_LENGTH]
+                if not (
+                    len(name) == UUID_LENGTH + len(CLAUDE_SESSION_SUFFIX)
+                    and name.endswith(CLAUDE_SESSION_SUFFIX)
+                    and is_claude_session_id(session_id)
+                ):
+                    continue
+                try:
+                    if entry.is_file(follow_symlinks=False):
+                        stat = entry.stat(follow_symlinks=False) if with_mtimes else None
+                        found[session_id] = stat.st_mtime_ns if stat else 0
+                except OSError:
+                    continue  # removed while listing
+
+    def names(self) -> frozenset[str]:
+        """Return the ids of the top-level session files, without a stat per file."""
+        return frozenset(self._list(with_mtimes=False))
+
+    def mtimes(self, session_ids: Iterable[str]) -> dict[str, int]:
+        """Return {session id: mtime in ns} for those ids whose file exists."""
+        found: dict[str, int] = {}
+        for session_id in session_ids:
+            try:
+                found[session_id] = os.stat(self.path_of(session_id)).st_mtime_ns
+            except OSError:
+                continue  # removed since it was listed
+        return found
+
+    def belongs_here(self, session_id: str) -> bool:
+        cwd = read_claude_session_head(self.path_of(session_id)).cwd
+        return cwd is None or cwd == self.workdir
+
+    def _newest_first(self, mtimes: dict[str, int], limit: int | None) -> list[SessionInfo]:
+        found: list[SessionInfo] = []
+        for session_id in sorted(mtimes, key=lambda key: -mtimes[key]):
+            if limit is not None and len(found) >= limit:
+                break
+            if self.belongs_here(session_id):
+                found.append(SessionInfo(session_id, mtimes[session_id] / 1e9))
+        return found
+
+    def sessions(self, limit: int | None = None) -> list[SessionInfo]:
+        return self._newest_first(self._list(with_mtimes=True), limit)
+
+    def count(self) -> int:
+        return len(self.names())
+
+    def find(self, session_id: str) -> SessionInfo | None:
+        if not is_claude_session_id(session_id):
+            return None
+        found = self.mtimes([session_id])
+        if not found or not os.path.isfile(self.path_of(session_id)):
+            return None
+        if not self.belongs_here(session_id):
+            return None
+        return SessionInfo(session_id, found[session_id] / 1e9)
+
+    def newest_in_folder(self) -> str | None:
+        """Return the id Claude Code's own `--continue` picks: the newest file of the folder."""
+        mtimes = self._list(with_mtimes=True)
+        return max(mtimes, key=lambda key: mtimes[key]) if mtimes else None
+
+    def snapshot(self, watch: Sequence[str] | None = None) -> SessionSnapshot:
+        if watch is None:
+            everything = self._list(with_mtimes=True)
+            return SessionSnapshot(frozenset(everything), everything, True, 0)
+        names = self.names()
+        watched = self.mtimes(session_id for session_id in watch if session_id in names)
+        return SessionSnapshot(names, watched, False, 0)
+
+    def changed_since(self, snapshot: SessionSnapshot) -> list[SessionInfo]:
+        """Return the new session files (by name) and the watched ones whose mtime grew."""
+        before = snapshot.mtimes_ns
+        if snapshot.watched_all:
+            now = self._list(with_mtimes=True)
+        else:
+            names = self.names()
+            now = self.mtimes((names - snapshot.names) | (names & before.keys()))
+        changed = {
+            session_id: mtime_ns
+            for session_id, mtime_ns in now.items()
+            if before.get(session_id, -1) < mtime_ns
+        }
+        return self._newest_first(changed, None)
+
+    def first_prompt(self, session_id: str) -> str:
+        return read_claude_session_head(self.path_of(session_id)).first_prompt
+
+
+# ---- OpenCode sessions -----------------------------------------------------------------
+
+
+def open_opencode_db(path: str) -> object | None:
+    """Open opencode.db read-only, creating no file, or return None when it does not exist.
+
+    A read-only connection to a WAL database creates the missing `-wal` and `-shm` files,
+    owned by the launcher's user, which can lock the container's user out of its own
+    database. A WAL database without both files has no writer, so it is opened with
+    `immutable=1`, which creates nothing. Raises sqlite3.Error when it cannot be opened.
+    """
+    import sqlite3
+    from urllib.parse import quote
+
+    try:
+        with open(path, "rb") as stream:
+            header = stream.read(SQLITE_HEADER_BYTES)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise sqlite3.OperationalError(f"cannot read {path}: {error.strerror}") from None
+    is_wal = len(header) == SQLITE_HEADER_BYTES and header[18] == SQLITE_WAL_FORMAT
+    has_sidecars = os.path.exists(path + "-wal") and os.path.exists(path + "-shm")
+    mode = "mode=ro&immutable=1" if is_wal and not has_sidecars else "mode=ro"
+    return sqlite3.connect(
+        f"file:{quote(path)}?{mode}", uri=True, timeout=OPENCODE_BUSY_TIMEOUT_SECONDS
+    )
+
+
+def _table_columns(connection: object, table: str) -> set[str]:
+    rows = connection.execute(f"PRAGMA table_info({table})")  # type: ignore[attr-defined]
+    return {row[1] for row in rows}
+
+
+class OpencodeSessions(SessionStore):
+    """OpenCode sessions of one container working directory, read from opencode.db.
+
+    The database is opened read-only and never created. A missing, locked or unreadable
+    database, or a layout without the needed columns (an older or newer OpenCode), reads as
+    no sessions, and `problem()` returns the reason.
+    """
+
+    tool = "opencode"
+
+    def __init__(self, db_path: str, workdir: str) -> None:
+        self.db_path = db_path
+        self.workdir = workdir
+        self._problem: str | None = None
+
+    def problem(self) -> str | None:
+        return self._problem
+
+    def _query(self, sql: str, parameters: Sequence[object]) -> list[tuple[object, ...]]:
+        import sqlite3
+
+        self._problem = None
+        try:
+            connection = open_opencode_db(self.db_path)
+        except sqlite3.Error as error:
+            return self._failed(f"cannot open {self.db_path}: {error}")
+        if connection is None:
+            log.debug("no OpenCode database at %s yet", self.db_path)
+            return []
+        try:
+            columns = _table_columns(connection, "session")
+            missing = OPENCODE_REQUIRED_COLUMNS - columns
+            if missing:
+                return self._failed(
+                    f"{self.db_path} has no session table with the columns "
+                    f"{', '.join(sorted(missing))} (an OpenCode version this launcher does not "
+                    "know)"
+                )
+            title = "title" if "title" in columns else "''"
+            cursor = connection.execute(sql.replace("{title}", title), parameters)  # type: ignore[attr-defined]
+            return list(cursor)
+        except sqlite3.Error as error:
+            return self._failed(f"cannot read {self.db_path}: {error}")
+        finally:
+            connection.close()  # type: ignore[attr-defined]
+
+    def _failed(self, reason: str) -> list[tuple[object, ...]]:
+        log.debug("reading OpenCode sessions as none: %s", reason)
+        self._problem = reason
+        return []
+
+    @staticmethod
+    def _info(row: tuple[object, ...]) -> SessionInfo:
+        updated_ms = row[2] if isinstance(row[2], (int, float)) else row[1]
+        return SessionInfo(
+            str(row[0]), updated_ms / 1000 if isinstance(updated_ms, (int, float)) else 0.0
+        )
+
+    def sessions(self, limit: int | None = None) -> list[SessionInfo]:
+        rows = self._query(
+            "SELECT id, time_created, time_updated FROM session WHERE directory = ? "
+            "ORDER BY time_updated DESC, time_created DESC LIMIT ?",
+            (self.workdir, -1 if limit is None else limit),
+        )
+        return [self._info(row) for row in rows]
+
+    def count(self) -> int:
+        rows = self._query("SELECT count(*) FROM session WHERE directory = ?", (self.workdir,))
+        return int(rows[0][0]) if rows and isinstance(rows[0][0], int) else 0
+
+    def find(self, session_id: str) -> SessionInfo | None:
+        rows = self._query(
+            "SELECT id, time_created, time_updated FROM session WHERE id = ? AND directory = ?",
+            (session_id, self.workdir),
+        )
+        return self._info(rows[0]) if rows else None
+
+    def snapshot(self, watch: Sequence[str] | None = None) -> SessionSnapshot:
+        rows = self._query(
+            "SELECT max(max(time_created), max(time_updated)) FROM session WHERE directory = ?",
+            (self.workdir,),
+        )
+        baseline = rows[0][0] if rows and isinstance(rows[0][0], int) else 0
+        return SessionSnapshot(frozenset(), {}, False, baseline)
+
+    def changed_since(self, snapshot: SessionSnapshot) -> list[SessionInfo]:
+        rows = self._query(
+            "SELECT id, time_created, time_updated FROM session WHERE directory = ? "
+            "AND (time_created > ? OR time_updated > ?) "
+            "ORDER BY time_updated DESC, time_created DESC",
+            (self.workdir, snapshot.baseline_ms, snapshot.baseline_ms),
+        )
+        return [self._info(row) for row in rows]
+
+    def title(self, session_id: str) -> str:
+        rows = self._query("SELECT {title} FROM session WHERE id = ?", (session_id,))
+        return str(rows[0][0] or "") if rows else ""
+
+    def first_prompt(self, session_id: str) -> str:
+        """Return the first line of the session's first user message, else of its title.
+
+        OpenCode 1.x keeps messages in `message` (`data` is JSON with a `role`) and their
+        text in `part` (`data` is JSON with `type` and `text`). With another layout the
+        title is returned, which OpenCode derives from the first prompt.
+        """
+        import sqlite3
+
+        try:
+            connection = open_opencode_db(self.db_path)
+        except sqlite3.Error:
+            return ""
+        if connection is None:
+            return ""
+        try:
+            text = _opencode_first_user_text(connection, session_id)
+        except (sqlite3.Error, ValueError, AttributeError, TypeError) as error:
+            log.debug("no first prompt for OpenCode session %s: %s", session_id, error)
+            text = ""
+        finally:
+            connection.close()  # type: ignore[attr-defined]
+        return text or _first_line(self.title(session_id))
+
+
+def _opencode_first_user_text(connection: object, session_id: str) -> str:
+    import json
+
+    if "time_created" in _table_columns(connection, "message"):
+        query = (
+            "SELECT id, data FROM message WHERE session_id = ? ORDER BY time_created, id LIMIT ?"
+        )
+    else:
+        query = "SELECT id, data FROM message WHERE session_id = ? ORDER BY id LIMIT ?"
+    messages = connection.execute(  # type: ignore[attr-defined]
+        query, (session_id, OPENCODE_FIRST_MESSAGES)
+    ).fetchall()
+    for message_id, data in messages:
+        if json.loads(data).get("role") != "user":
+            continue
+        parts = connection.execute(  # type: ignore[attr-defined]
+            "SELECT data FROM part WHERE message_id = ? ORDER BY id", (message_id,)
+        ).fetchall()
+        for (part_data,) in parts:
+            part = json.loads(part_data)
+            if part.get("type") == "text" and not part.get("synthetic"):
+                text = _first_line(str(part.get("text") or ""))
+                if text:
+                    return text
+    return ""
+
+
+# ---- Slot records ------------------------------------------------------------------------
+
+
+class SlotRecord:
+    """The last session of one slot of one project (`slot-N.json`, format version 1)."""
+
+    __slots__ = ("project", "session_id", "slot", "tool", "updated")
+
+    def __init__(self, tool: str, project: str, slot: int, session_id: str, updated: str) -> None:
+        self.tool = tool
+        self.project = project  # host real path of the project root
+        self.slot = slot
+        self.session_id = session_id
+        self.updated = updated  # ISO 8601 UTC
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SlotRecord) and self.to_json() == other.to_json()
+
+    def __hash__(self) -> int:
+        return hash(self.to_json())
+
+    def to_json(self) -> str:
+        import json
+
+        body = {
+            "version": SLOT_RECORD_VERSION,
+            "tool": self.tool,
+            "project": self.project,
+            "slot": self.slot,
+            "session_id": self.session_id,
+            "updated": self.updated,
+        }
+        return json.dumps(body, indent=2, ensure_ascii=False) + "\n"
+
+
+class FutureSlotRecord(ValueError):
+    """A slot record written by a newer launcher, in a format this one cannot read."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(
+            f"it was written by a newer llm-docker (format version {version}, this launcher "
+            f"reads version {SLOT_RECORD_VERSION})"
+        )
+
+
+def parse_slot_record(text: str, tool: str, project: str, slot: int) -> SlotRecord:
+    """Parse a slot record, or raise ValueError (FutureSlotRecord for a newer format)."""
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"it is not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ValueError("it is not a JSON object")
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"its version is {version!r}, not a positive whole number")
+    if version > SLOT_RECORD_VERSION:
+        raise FutureSlotRecord(version)
+
+    for key, expected in (("tool", tool), ("project", project), ("slot", slot)):
+        if data.get(key) != expected or isinstance(data.get(key), bool):
+            raise ValueError(f"its {key} is {data.get(key)!r}, expected {expected!r}")
+    session_id = data.get("session_id")
+    if not isinstance(session_id, str) or not is_stored_session_id(session_id):
+        raise ValueError(f"its session_id {session_id!r} is not a session id")
+    updated = data.get("updated")
+    if not isinstance(updated, str):
+        raise ValueError(f"its updated time {updated!r} is not a string")
+    return SlotRecord(tool, project, slot, session_id, updated)
+
+
+def write_file_atomically(path: str, text: str) -> None:
+    """Replace `path` with `text`: write a temp file in the same directory, fsync, rename."""
+    import tempfile
+
+    directory, name = os.path.split(path)
+    descriptor, temp_path = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_path, path)
+    except BaseException:
+        import contextlib
+
+        with contextlib.suppress(OSError):
+            os.unlink(temp_path)
+        raise
+    directory_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(directory_fd)
+    except OSError:
+        pass  # some file systems cannot fsync a directory; the rename is done either way
+    finally:
+        os.close(directory_fd)
+
+
+class SlotLock:
+    """An exclusive flock on the project's `.lock` file, held for a read-modify-write."""
+
+    def __init__(self, directory: str) -> None:
+        self.path = os.path.join(directory, ".lock")
+        self.descriptor: int | None = None
+
+    def __enter__(self) -> SlotLock:
+        import fcntl
+
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        self.descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.descriptor, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.descriptor is not None:
+            os.close(self.descriptor)  # closing releases the lock
+            self.descriptor = None
+
+
+class SlotStore:
+    """Slot records of one tool and one project: `STATE/slots/<tool>/<project id>/slot-N.json`.
+
+    The project id keeps same-named folders apart, and each record also stores the
+    project's real path, which must match when it is read.
+    """
+
+    def __init__(self, slots_root: str, tool: str, project_id: str, project_path: str) -> None:
+        if project_id in ("", ".", "..") or "/" in project_id or "\0" in project_id:
+            raise ValueError(f"project id {project_id!r} is not one path component")
+        self.tool = tool
+        self.project = project_path
+        self.directory = os.path.join(slots_root, tool, project_id)
+
+    def path(self, slot: int) -> str:
+        return os.path.join(self.directory, f"slot-{slot}.json")
+
+    def locked(self) -> SlotLock:
+        return SlotLock(self.directory)
+
+    def _check_slot(self, slot: int) -> None:
+        if not 1 <= slot <= MAX_SLOT:
+            raise SessionError(f"invalid slot {slot}", f"use a number from 1 to {MAX_SLOT}")
+
+    def _load(self, slot: int) -> SlotRecord | None:
+        """Return the record, None when there is none, or raise ValueError with the reason."""
+        try:
+            with open(self.path(slot), "rb") as stream:
+                raw = stream.read(SLOT_RECORD_MAX_BYTES + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise ValueError(f"it cannot be read ({error.strerror})") from None
+        if len(raw) > SLOT_RECORD_MAX_BYTES:
+            raise ValueError(f"it is larger than {SLOT_RECORD_MAX_BYTES} bytes")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("it is not UTF-8 text") from None
+        return parse_slot_record(text, self.tool, self.project, slot)
+
+    def _fix(self, slot: int, error: ValueError) -> str:
+        remove = f"delete {quote_for_message(self.path(slot))} to start slot {slot} afresh"
+        return f"upgrade llm-docker, or {remove}" if isinstance(error, FutureSlotRecord) else remove
+
+    def read(self, slot: int) -> SlotRecord | None:
+        """Return slot N's record or None; raise SessionError naming the file when invalid."""
+        self._check_slot(slot)
+        try:
+            return self._load(slot)
+        except ValueError as error:
+            raise SessionError(
+                f"invalid slot record {quote_for_message(self.path(slot))}: {error}",
+                self._fix(slot, error),
+            ) from None
+
+    def read_all(self) -> tuple[dict[int, SlotRecord], list[str]]:
+        """Return every valid record by slot, and one warning per invalid record file."""
+        records: dict[int, SlotRecord] = {}
+        warnings: list[str] = []
+        try:
+            names = sorted(os.listdir(self.directory))
+        except OSError:
+            return records, warnings
+        for name in names:
+            number = name[len("slot-") : -len(".json")]
+            if not (name.startswith("slot-") and name.endswith(".json") and number.isdigit()):
+                continue
+            slot = int(number)
+            if not 1 <= slot <= MAX_SLOT or str(slot) != number:
+                continue
+            try:
+                record = self._load(slot)
+            except ValueError as error:
+                warnings.append(f"skipped invalid slot record {quote_for_message(name)}: {error}")
+                continue
+            if record is not None:
+                records[slot] = record
+        return records, warnings
+
+    def write(self, slot: int, session_id: str) -> list[str]:
+        """Point slot N at the session; return notices for the user.
+
+        A record this launcher cannot read is never replaced silently. A corrupt one is
+        renamed to `slot-N.json.invalid-<time>` and reported. A newer-format one is kept, so
+        the session is not saved, and a notice reports that.
+        """
+        import time
+
+        self._check_slot(slot)
+        if not is_stored_session_id(session_id):
+            raise ValueError(f"session id {session_id!r} cannot be stored")
+        updated = _timestamp(time.time(), utc=True)
+        record = SlotRecord(self.tool, self.project, slot, session_id, updated)
+        notices = []
+        with self.locked():
+            path = self.path(slot)
+            try:
+                self._load(slot)
+            except FutureSlotRecord as error:
+                return [
+                    f"slot {slot} not saved (session {session_id}): "
+                    f"{quote_for_message(path)}: {error}; {self._fix(slot, error)}"
+                ]
+            except ValueError as error:
+                invalid_copy = f"{path}.invalid-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+                os.replace(path, invalid_copy)
+                notices.append(
+                    f"invalid slot record {quote_for_message(path)} ({error}) was renamed to "
+                    f"{quote_for_message(os.path.basename(invalid_copy))} and replaced"
+                )
+            write_file_atomically(path, record.to_json())
+        return notices
+
+
+# ---- Session decision --------------------------------------------------------------------
+
+
+class SessionDecision:
+    """The session a launch starts with: a new one, the newest one, or a given one.
+
+    `mode` is `new`, `continue` or `resume` (the LLM_DOCKER_SESSION contract value).
+    `session_id` is the session the launch uses when it is known before the start.
+    `tool_arguments` are the tool's session flags; None leaves them to `tool_command`.
+    `first_message` is sent on a new session only. `slot` tags the session for the slot
+    system, which saves it after exit through `tracker`.
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        session_id: str | None,
+        slot: int | None,
+        first_message: str | None,
+        tool_arguments: list[str] | None = None,
+        notices: Sequence[str] = (),
+        allows_first_message: bool = False,
     ) -> None:
         self.mode = mode
         self.session_id = session_id
         self.slot = slot
         self.first_message = first_message
+        self.tool_arguments = tool_arguments
+        self.notices = list(notices)
+        self.allows_first_message = allows_first_message
+        self.tracker: SessionTracker | None = None
 
     def describe(self) -> str:
         parts = [self.mode]
@@ -1315,31 +2189,578 @@ class SessionDecision:
 # message is added and the session mode follows them.
 PASSTHROUGH_SESSION_OPTIONS = {
     "claude": {"-c": "continue", "--continue": "continue", "-r": "resume",
-               "--resume": "resume", "-p": "new-print", "--print": "new-print"},
+               "--resume": "resume", "--session-id": "resume", "-p": "new-print",
+               "--print": "new-print"},
     "opencode": {"-c": "continue", "--continue": "continue", "-s": "resume",
                  "--session": "resume", "--prompt": "new-print"},
 }  # fmt: skip
 
 
-def resolve_session(options: Options, project: Project) -> SessionDecision:
-    """Decide the session from -c, -c ID and --slot, and read the first message."""
-    if options.session_id:
-        return SessionDecision("resume", options.session_id, options.slot, None)
-    if options.continue_session:
-        return SessionDecision("continue", None, options.slot, None)
+class SessionRequest:
+    """The session flags of one launch: `-c`, `-c ID`, `--slot N` and the tool's own args."""
 
-    for argument in options.passthrough:
-        mode = PASSTHROUGH_SESSION_OPTIONS[options.tool].get(argument.partition("=")[0])
-        if mode in ("continue", "resume"):
-            return SessionDecision(mode, None, options.slot, None)
-        if mode == "new-print":
-            return SessionDecision("new", None, options.slot, None)
+    def __init__(
+        self,
+        continue_session: bool = False,
+        session_id: str | None = None,
+        slot: int | None = None,
+        passthrough: Sequence[str] = (),
+    ) -> None:
+        self.continue_session = continue_session
+        self.session_id = session_id
+        self.slot = slot
+        self.passthrough = list(passthrough)
 
-    # Arguments after `--` (for example --version or a prompt of the user's own) would be
-    # mixed up with an injected first message, so BOOT.md is sent only when there are none.
-    if options.passthrough:
-        return SessionDecision("new", None, options.slot, None)
-    return SessionDecision("new", None, options.slot, read_first_message(project))
+
+def passthrough_session(tool: str, passthrough: Sequence[str]) -> tuple[str | None, str | None]:
+    """Return the mode that the tool's own session option after `--` picks, and its id.
+
+    The mode is `continue`, `resume`, `new-print` or None; the id is the option's value
+    when it has the shape of a session id.
+    """
+    options = PASSTHROUGH_SESSION_OPTIONS[tool]
+    for index, argument in enumerate(passthrough):
+        name, equals, value = (
+            argument.partition("=") if argument.startswith("--") else (argument, "", "")
+        )
+        mode = options.get(name)
+        if mode is None:
+            continue
+        if not equals and mode == "resume":
+            value = passthrough[index + 1] if index + 1 < len(passthrough) else ""
+        return mode, value if mode == "resume" and _is_tool_session_id(tool, value) else None
+    return None, None
+
+
+def _is_tool_session_id(tool: str, text: str) -> bool:
+    if tool == "claude":
+        return is_claude_session_id(text)
+    return text.startswith("ses_") and is_stored_session_id(text)
+
+
+def new_session_id() -> str:
+    """Return a random (version 4) UUID string without importing `uuid`."""
+    value = bytearray(os.urandom(16))
+    value[6] = (value[6] & 0x0F) | 0x40
+    value[8] = (value[8] & 0x3F) | 0x80
+    text = value.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def _describe_session(store: SessionStore, session: SessionInfo) -> str:
+    prompt = quote_for_message(_shorten(store.first_prompt(session.id)))[1:-1] or "(no prompt)"
+    return f"  {session.id}  {_timestamp(session.last_activity)}  {prompt}"
+
+
+def _shorten(text: str) -> str:
+    if len(text) <= FIRST_PROMPT_MAX_CHARS:
+        return text
+    return text[: FIRST_PROMPT_MAX_CHARS - 1] + "…"
+
+
+def unknown_session_error(store: SessionStore, session_id: str, project: str) -> SessionError:
+    """Return the error for `-c ID` naming no session of this project, with recent ones."""
+    program = TOOL_PROGRAMS[store.tool]
+    lines = [f"no session {quote_for_message(session_id)} in this project ({project})"]
+    recent = store.sessions(limit=RECENT_SESSIONS_IN_ERROR)
+    problem = store.problem()
+    if problem:
+        lines.append(f"the sessions could not be read: {problem}")
+    if recent:
+        lines.append("recent sessions of this project, newest first:")
+        lines.extend(_describe_session(store, session) for session in recent)
+        hint = (
+            f"resume one with {program} -c ID, continue the newest with {program} -c, "
+            f"or list them all with {program} --sessions"
+        )
+    else:
+        hint = f"this project has no sessions yet: start one with {program}"
+    return SessionError("\n".join(lines), hint)
+
+
+def _fresh(store: SessionStore, request: SessionRequest, notices: list[str]) -> SessionDecision:
+    if store.tool != "claude" or request.slot is None:
+        return SessionDecision("new", None, request.slot, None, [], notices, True)
+    # Claude Code accepts the id of a new session up front, so the slot saved at exit is this
+    # launch's session even when other windows of the project start sessions at the same time.
+    session_id = new_session_id()
+    arguments = ["--session-id", session_id]
+    return SessionDecision("new", session_id, request.slot, None, arguments, notices, True)
+
+
+def _resume(store: SessionStore, session_id: str, mode: str, slot: int | None) -> SessionDecision:
+    flag = "--resume" if store.tool == "claude" else "--session"
+    return SessionDecision(mode, session_id, slot, None, [flag, session_id])
+
+
+def plan_session(store: SessionStore, slots: SlotStore, request: SessionRequest) -> SessionDecision:
+    """Decide the tool's session flags; raise SessionError for an unknown id.
+
+    - The tool's own continue or resume option after `--` wins, and no flag is added.
+    - `-c ID` resumes that session of this project.
+    - `-c --slot N` resumes slot N's last session. A slot without one starts fresh, with
+      a one-line notice.
+    - `-c` continues the newest session of this directory. Without one, a new session
+      starts, with a one-line notice.
+    - Otherwise the session is new. Only a new session without arguments after `--` gets
+      the first message.
+    """
+    program = TOOL_PROGRAMS[store.tool]
+    own_mode, own_id = passthrough_session(store.tool, request.passthrough)
+    if own_mode in ("continue", "resume"):
+        if request.continue_session:
+            raise SessionError(
+                f"{program} -c and the tool's own session option after -- cannot be combined",
+                f"use {program} -c [ID], or the tool's option after --, not both",
+            )
+        return SessionDecision(own_mode, own_id, request.slot, None, [])
+
+    decision = _plan_launcher_session(store, slots, request)
+    if request.passthrough:
+        # Arguments after `--` (a print-mode prompt, --version) would be mixed up with an
+        # injected first message, so BOOT.md is sent only when there are none.
+        decision.allows_first_message = False
+    return decision
+
+
+def _plan_launcher_session(
+    store: SessionStore, slots: SlotStore, request: SessionRequest
+) -> SessionDecision:
+    if request.session_id is not None:
+        if store.find(request.session_id) is None:
+            raise unknown_session_error(store, request.session_id, slots.project)
+        return _resume(store, request.session_id, "resume", request.slot)
+
+    if not request.continue_session:
+        return _fresh(store, request, [])
+
+    if request.slot is not None:
+        record = slots.read(request.slot)
+        if record is None:
+            notice = f"slot {request.slot} has no saved session yet: starting a new session"
+            return _fresh(store, request, [notice])
+        if store.find(record.session_id) is None:
+            notice = (
+                f"slot {request.slot}'s session {record.session_id} no longer exists: "
+                "starting a new session"
+            )
+            return _fresh(store, request, [notice])
+        return _resume(store, record.session_id, "resume", request.slot)
+
+    newest = store.newest()
+    if newest is None:
+        # Interactive Claude Code exits with "No conversation found to continue" when there is
+        # none, and a folder may hold only sessions of another directory with the same (lossy)
+        # folder name, which the tool's own --continue would pick up: start fresh instead.
+        notice = "no earlier session in this directory: starting a new session"
+        decision = _fresh(store, request, [notice])
+        # The user asked to continue, so no first message is injected even in the new session.
+        decision.allows_first_message = False
+        return decision
+    if isinstance(store, ClaudeSessions) and store.newest_in_folder() != newest.id:
+        # Claude Code's own --continue would pick the session of another directory whose
+        # folder name is the same (the name is lossy), so this directory's newest is named.
+        return _resume(store, newest.id, "continue", request.slot)
+    return SessionDecision("continue", newest.id, request.slot, None, ["--continue"])
+
+
+# ---- Detection at exit --------------------------------------------------------------------
+
+
+def pick_session(
+    changed: Sequence[SessionInfo], expected_id: str | None, claimed: set[str]
+) -> str | None:
+    """Choose the session a container used among those changed while it ran (newest first).
+
+    The id known before the start wins. Otherwise the sessions that other slots of the
+    project hold belong to concurrent launches and are passed over.
+    """
+    # NOTE: two new OpenCode sessions of one directory, from launches that both exit before
+    # either saves its slot, cannot be distinguished, because OpenCode assigns the id itself.
+    ids = [session.id for session in changed]
+    if not ids:
+        return None
+    if expected_id in ids:
+        return expected_id
+    for session_id in ids:
+        if session_id not in claimed:
+            return session_id
+    return ids[0]
+
+
+def snapshot_for(store: SessionStore, decision: SessionDecision) -> SessionSnapshot:
+    """Take the snapshot before `docker run`, watching only the session the decision names."""
+    return store.snapshot(None if decision.session_id is None else [decision.session_id])
+
+
+def save_slot_after_exit(
+    store: SessionStore, snapshot: SessionSnapshot, decision: SessionDecision, slots: SlotStore
+) -> tuple[str | None, list[str]]:
+    """Find the session the container used and point the decision's slot at it.
+
+    A resumed or continued session is saved even when the user sent nothing, because the
+    slot tags the session a launch resumes. Return the session id (None when no session was
+    used, which leaves the slot as it was) and notices for the user.
+    """
+    if decision.slot is None:
+        return None, []
+    changed = store.changed_since(snapshot)
+    with slots.locked():
+        records, _ = slots.read_all()
+        claimed = {record.session_id for slot, record in records.items() if slot != decision.slot}
+        chosen = pick_session(changed, decision.session_id, claimed)
+    resumed = decision.session_id if decision.mode != "new" else None
+    if chosen is None and resumed is not None and store.find(resumed) is not None:
+        chosen = resumed
+    if chosen is None:
+        log.debug("no %s session changed; slot %s kept as it was", store.tool, decision.slot)
+        return None, []
+    notices = slots.write(decision.slot, chosen)
+    log.info("saved session %s to slot %s of %s", chosen, decision.slot, slots.project)
+    return chosen, notices
+
+
+# ---- Listing -----------------------------------------------------------------------------
+
+
+class SessionRow:
+    """One line of `--sessions`."""
+
+    __slots__ = ("first_prompt", "id", "last_activity", "slots")
+
+    def __init__(
+        self, session_id: str, slots: list[int], last_activity: float, prompt: str
+    ) -> None:
+        self.id = session_id
+        self.slots = slots
+        self.last_activity = last_activity  # epoch seconds
+        self.first_prompt = prompt
+
+
+def list_sessions(
+    store: SessionStore, slots: SlotStore, limit: int = MAX_LISTED_SESSIONS
+) -> tuple[list[SessionRow], int, list[str]]:
+    """Return this project's newest sessions with their slots, the total count, and warnings."""
+    records, warnings = slots.read_all()
+    slots_by_id: dict[str, list[int]] = {}
+    for slot in sorted(records):
+        slots_by_id.setdefault(records[slot].session_id, []).append(slot)
+    sessions = store.sessions(limit=limit)
+    if store.problem():
+        warnings.append(str(store.problem()))
+    rows = [
+        SessionRow(
+            session.id,
+            slots_by_id.get(session.id, []),
+            session.last_activity,
+            _shorten(store.first_prompt(session.id)),
+        )
+        for session in sessions
+    ]
+    return rows, max(store.count(), len(rows)), warnings
+
+
+def format_sessions_text(rows: Sequence[SessionRow], total: int, tool: str, project: str) -> str:
+    """Return the `--sessions` table: newest first, local time, escaped prompts."""
+    if not rows:
+        return f"no {tool} sessions in {quote_for_message(project)} yet\n"
+    id_width = max(len(row.id) for row in rows)
+    lines = [
+        f"{tool} sessions in {quote_for_message(project)}, newest first:",
+        f"{'ID':<{id_width}}  {'SLOT':<5} {'LAST ACTIVITY':<16}  FIRST PROMPT",
+    ]
+    for row in rows:
+        slot_text = ",".join(str(slot) for slot in row.slots) or "-"
+        prompt = quote_for_message(row.first_prompt)[1:-1] or "(no prompt)"
+        lines.append(
+            f"{row.id:<{id_width}}  {slot_text:<5} {_timestamp(row.last_activity):<16}  {prompt}"
+        )
+    if total > len(rows):
+        lines.append(f"... and {total - len(rows)} older sessions, not shown")
+    return "\n".join(lines) + "\n"
+
+
+def format_sessions_json(rows: Sequence[SessionRow], total: int, tool: str, project: str) -> str:
+    """Return `--sessions --json`: times in ISO 8601 UTC, slots as a list of numbers."""
+    import json
+
+    body = {
+        "version": 1,
+        "tool": tool,
+        "project": project,
+        "total": total,
+        "sessions": [
+            {
+                "id": row.id,
+                "slots": row.slots,
+                "last_activity": _timestamp(row.last_activity, utc=True),
+                "first_prompt": row.first_prompt,
+            }
+            for row in rows
+        ],
+    }
+    return json.dumps(body, indent=2, ensure_ascii=False) + "\n"
+
+
+# ---- Crash resilience --------------------------------------------------------------------
+
+# Messages on the watchdog pipe, one a line.
+WATCHDOG_STOP = b"stop\n"  # the launcher was signalled: stop the container now
+WATCHDOG_DONE = b"done\n"  # the launcher finished its exit work: leave quietly
+
+
+def stop_container(engine_call: Callable[[Sequence[str]], object], name: str) -> None:
+    """Run `docker stop -t 2 NAME`; a container that is already gone is fine."""
+    try:
+        engine_call(["stop", "-t", str(CONTAINER_STOP_GRACE_SECONDS), name])
+    except Exception as error:  # the launcher is going away: log the failure and go on
+        log.warning("stopping container %s failed: %s", name, error)
+
+
+class Watchdog:
+    """The launcher's end of the pipe to the detached watchdog process.
+
+    The watchdog reads the pipe. `request_stop()` makes it stop the container now, and
+    `finish()` sends that the launcher is done, so it exits. When the launcher dies first,
+    the kernel closes this end, and the watchdog reads end-of-file without `done`: it stops
+    the container and runs the exit action (saving the slot).
+    """
+
+    def __init__(self, write_fd: int, pid: int) -> None:
+        self.write_fd: int | None = write_fd
+        self.pid = pid  # the watchdog's process id, for logs and tests
+
+    def _send(self, message: bytes) -> None:
+        if self.write_fd is not None:
+            try:
+                os.write(self.write_fd, message)
+            except OSError as error:
+                log.debug("cannot reach the watchdog: %s", error)
+
+    def request_stop(self) -> None:
+        self._send(WATCHDOG_STOP)
+
+    def finish(self) -> None:
+        self._send(WATCHDOG_DONE)
+        if self.write_fd is not None:
+            os.close(self.write_fd)
+            self.write_fd = None
+
+
+def watch_pipe(
+    read_fd: int,
+    container: str,
+    engine_call: Callable[[Sequence[str]], object],
+    on_launcher_death: Callable[[], object],
+) -> bool:
+    """Serve the pipe until `done` or end-of-file; return True when the launcher died."""
+    buffer = b""
+    stopped = False
+    while True:
+        try:
+            chunk = os.read(read_fd, 64)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line + b"\n" == WATCHDOG_DONE:
+                return False
+            if line + b"\n" == WATCHDOG_STOP and not stopped:
+                log.info("launcher was signalled: stopping container %s", container)
+                stop_container(engine_call, container)
+                stopped = True
+
+    log.warning("launcher died: stopping container %s and saving its session", container)
+    if not stopped:
+        stop_container(engine_call, container)
+    try:
+        on_launcher_death()
+    except Exception as error:  # a bug here must not keep the watchdog alive
+        log.error("saving the session after the launcher died failed: %r", error)
+    return True
+
+
+def _detach_watchdog(keep_fd: int, log_path: str | None) -> None:
+    """Prepare the watchdog process: no terminal, no inherited descriptors, quiet signals."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for standard in (0, 1, 2):
+        os.dup2(devnull, standard)
+    try:
+        highest = max(int(name) for name in os.listdir("/dev/fd"))
+    except (OSError, ValueError):
+        highest = 1023
+    os.closerange(3, keep_fd)
+    os.closerange(keep_fd + 1, highest + 1)
+    signals.signal(signals.SIGHUP, signals.SIG_IGN)
+    signals.signal(signals.SIGINT, signals.SIG_IGN)
+    signals.signal(signals.SIGTERM, signals.SIG_DFL)
+
+    log.console_level = 100  # stderr is /dev/null now
+    log.pending = []  # the launcher has written these already
+    log.logger = None
+    if log_path is not None:
+        try:
+            import logging
+
+            os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
+            handler = logging.FileHandler(log_path, encoding="utf-8", delay=True)
+            formatter = logging.Formatter(
+                "%(asctime)s %(process)d %(levelname)s watchdog: %(message)s"
+            )
+            handler.setFormatter(formatter)
+            logger = logging.getLogger("llm-docker.watchdog")
+            logger.propagate = False
+            logger.handlers = [handler]
+            logger.setLevel(logging.INFO)
+            log.logger = logger
+        except OSError:
+            pass
+
+
+def start_watchdog(
+    container: str,
+    engine_call: Callable[[Sequence[str]], object],
+    on_launcher_death: Callable[[], object],
+    log_path: str | None = None,
+) -> Watchdog:
+    """Fork a watchdog that outlives the launcher (double fork into a new session).
+
+    The watchdog reads from a pipe whose only write end is in the launcher. The pipe is
+    close-on-exec, so the `docker run` child does not keep it open.
+    """
+    read_fd, write_fd = os.pipe()
+    pid_read, pid_write = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked processes
+        try:
+            os.close(write_fd)
+            os.close(pid_read)
+            os.setsid()
+            grandchild = os.fork()
+            if grandchild != 0:
+                os.write(pid_write, str(grandchild).encode("ascii"))
+                os._exit(0)
+            os.close(pid_write)
+            _detach_watchdog(read_fd, log_path)
+            watch_pipe(read_fd, container, engine_call, on_launcher_death)
+        finally:
+            os._exit(0)
+
+    os.close(read_fd)
+    os.close(pid_write)
+    os.waitpid(child, 0)
+    with os.fdopen(pid_read, "rb") as stream:
+        watchdog_pid = int(stream.read() or b"0")
+    return Watchdog(write_fd, watchdog_pid)
+
+
+def chain_stop_signals(watchdog: Watchdog) -> None:
+    """Make SIGHUP and SIGTERM also ask the watchdog to stop the container.
+
+    The handlers in place (which forward the signal to `docker run`) still run first. The
+    caller restores the previous handlers when the container has exited.
+    """
+    for number in (signals.SIGHUP, signals.SIGTERM):
+        previous = signals.getsignal(number)
+
+        def handler(signal_number: int, frame: object, previous: object = previous) -> None:
+            if callable(previous):
+                previous(signal_number, frame)
+            watchdog.request_stop()
+
+        signals.signal(number, handler)
+
+
+class SessionTracker:
+    """Follows one launch: snapshot before the run, watchdog during it, slot save after it."""
+
+    def __init__(self, store: SessionStore, slots: SlotStore, decision: SessionDecision) -> None:
+        self.store = store
+        self.slots = slots
+        self.decision = decision
+        self.snapshot: SessionSnapshot | None = None
+        self.watchdog: Watchdog | None = None
+        self.finished = False
+
+    def start(
+        self,
+        engine_call: Callable[[Sequence[str]], object],
+        container: str,
+        log_path: str | None,
+    ) -> None:
+        """Take the snapshot and start the watchdog, right before the container runs."""
+        if self.decision.slot is not None:
+            self.snapshot = snapshot_for(self.store, self.decision)
+        self.watchdog = start_watchdog(container, engine_call, self.save, log_path)
+
+    def guard_signals(self) -> None:
+        if self.watchdog is not None:
+            chain_stop_signals(self.watchdog)
+
+    def save(self) -> list[str]:
+        """Save the slot from the session the container used; return notices."""
+        if self.snapshot is None:
+            return []
+        _, notices = save_slot_after_exit(self.store, self.snapshot, self.decision, self.slots)
+        return notices
+
+    def finish(self) -> None:
+        """Save the slot, report notices and release the watchdog (after the container exits)."""
+        if self.finished:
+            return
+        self.finished = True
+        try:
+            for notice in self.save():
+                log.warning("%s", notice)
+        except (OSError, ValueError, SessionError) as error:
+            log.warning("slot %s not saved: %s", self.decision.slot, error)
+        finally:
+            if self.watchdog is not None:
+                self.watchdog.finish()
+
+
+def project_stores(
+    tool: str, project: Project, state: StatePaths
+) -> tuple[SessionStore, SlotStore]:
+    """Return the tool's session store for the project's container path, and its slots."""
+    store = session_store(tool, state.root, project.container_path)
+    slots = SlotStore(state.slots, tool, project.project_id, project.root)
+    return store, slots
+
+
+def show_sessions(tool: str, project: Project, state: StatePaths, as_json: bool) -> int:
+    """Print this project's sessions (`--sessions`, `--json`) and return exit status 0."""
+    store, slots = project_stores(tool, project, state)
+    rows, total, warnings = list_sessions(store, slots)
+    for warning in warnings:
+        log.warning("%s", warning)
+    formatter = format_sessions_json if as_json else format_sessions_text
+    sys.stdout.write(formatter(rows, total, tool, project.root))
+    return 0
+
+
+def resolve_session(options: Options, project: Project, state: StatePaths) -> SessionDecision:
+    """Decide the session from -c, -c ID, --slot and the tool's own options after `--`.
+
+    Only a new session gets the first message (BOOT.md or the CLAUDE.md instruction). The
+    decision carries the tracker that saves the slot after the run.
+    """
+    request = SessionRequest(
+        options.continue_session, options.session_id, options.slot, options.passthrough
+    )
+    store, slots = project_stores(options.tool, project, state)
+    decision = plan_session(store, slots, request)
+    decision.tracker = SessionTracker(store, slots, decision)
+    for notice in decision.notices:
+        log.warning("%s", notice)
+    if decision.allows_first_message:
+        decision.first_message = read_first_message(project)
+    return decision
 
 
 def read_first_message(project: Project) -> str | None:
@@ -1378,12 +2799,10 @@ def read_first_message(project: Project) -> str | None:
 
 
 def finish_session(decision: SessionDecision, project: Project, exit_code: int) -> None:
-    """Post-exit step: detect the session this container created and save it to its slot.
-
-    TODO: the slot system (session detection in the persistence directories, atomic slot
-    records under STATE/slots) lands with the sessions work; --slot is rejected until then.
-    """
+    """Post-exit step: save the slot from the session the container used, end the watchdog."""
     log.debug("session finished: %s, exit code %d", decision.describe(), exit_code)
+    if decision.tracker is not None:
+        decision.tracker.finish()
 
 
 # ====================================================================================
@@ -1436,11 +2855,6 @@ def reject_unavailable(options: Options) -> None:
             f"the window count {options.windows} (N windows with slots 1..N) is not available yet",
             f"run {program} without a window count, once per terminal",
         )
-    if options.slot is not None:
-        raise NotAvailableError(
-            "--slot is not available yet (slot save and restore)",
-            f"use {program} -c to continue the newest session, or {program} -c <session-id>",
-        )
     if options.tmux != "none":
         raise NotAvailableError(
             f"{options.tmux_flag} is not available yet: the image does not run the tool in "
@@ -1461,6 +2875,7 @@ BUILDER_API_CONNECT_SECONDS = 0.5  # timeout of one TCP connect to the daemon's 
 BUILDER_API_LOG_TAIL_LINES = 10  # lines of the daemon log shown when it fails to start
 BUILDER_API_RECORD_VERSION = 1  # format of STATE/builder-api/<project-id>.pid
 BUILDER_API_RECORD_MAX_BYTES = 4096
+BUILDER_API_SALT_BYTES = 16  # random salt of the password fingerprint in the record
 CONTAINER_BUILDER_CLIENT = "/opt/llm-docker/builder_api/client.py"
 # The bridge network's IPv4 gateway and subnet, one `GATEWAY|SUBNET` entry per IPAM config.
 BRIDGE_IPAM_FORMAT = "{{range .IPAM.Config}}{{.Gateway}}|{{.Subnet}} {{end}}"
@@ -1509,8 +2924,12 @@ class BuilderApiLaunch:
         self.in_terminal = in_terminal
 
     @property
+    def password(self) -> str:
+        return self.environment.get("BUILDER_API_PASSWORD", "")
+
+    @property
     def has_password(self) -> bool:
-        return bool(self.environment.get("BUILDER_API_PASSWORD"))
+        return bool(self.password)
 
     def address(self) -> str:
         return f"http://{self.bind}:{self.port}"
@@ -1725,18 +3144,61 @@ def read_builder_api_record(path: str) -> tuple[int, str, int] | None:
     return pid, bind, port
 
 
-def builder_api_record_json(pid: int, bind: str, port: int) -> str:
+def builder_api_record_json(
+    pid: int, bind: str, port: int, fingerprint: dict[str, str] | None = None
+) -> str:
     import json
 
-    record = {"version": BUILDER_API_RECORD_VERSION, "pid": pid, "bind": bind, "port": port}
+    record: dict[str, object] = {
+        "version": BUILDER_API_RECORD_VERSION,
+        "pid": pid,
+        "bind": bind,
+        "port": port,
+    }
+    if fingerprint is not None:
+        record.update(fingerprint)
     return json.dumps(record) + "\n"
 
 
-def write_builder_api_record(path: str, pid: int, bind: str, port: int) -> None:
+def password_fingerprint(password: str, salt_hex: str | None = None) -> dict[str, str]:
+    """Return the record fields that identify `password` without storing it.
+
+    HMAC-SHA256 keyed with a random salt (new for each daemon) over the password, so the
+    record shows whether a later launch has the same password but not the password itself.
+    """
+    import hmac
+    import secrets
+
+    salt_hex = salt_hex if salt_hex is not None else secrets.token_hex(BUILDER_API_SALT_BYTES)
+    digest = hmac.new(bytes.fromhex(salt_hex), password.encode("utf-8"), "sha256").hexdigest()
+    return {"password_salt": salt_hex, "password_hmac": digest}
+
+
+def recorded_password_matches(path: str, password: str) -> bool:
+    """Return whether the daemon record's fingerprint is that of `password`.
+
+    A record without a valid fingerprint (written by an older launcher) does not match.
+    """
+    import hmac
+    import json
+
+    try:
+        with open(path, "rb") as handle:
+            data = json.loads(handle.read(BUILDER_API_RECORD_MAX_BYTES))
+        salt_hex, digest = data["password_salt"], data["password_hmac"]
+        expected = password_fingerprint(password, salt_hex)["password_hmac"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return isinstance(digest, str) and hmac.compare_digest(digest, expected)
+
+
+def write_builder_api_record(
+    path: str, pid: int, bind: str, port: int, fingerprint: dict[str, str]
+) -> None:
     """Write the daemon record atomically (a temporary file, then os.replace)."""
     temporary = f"{path}.{os.getpid()}.tmp"
     with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-        handle.write(builder_api_record_json(pid, bind, port))
+        handle.write(builder_api_record_json(pid, bind, port, fingerprint))
     os.replace(temporary, path)
 
 
@@ -1758,6 +3220,14 @@ def find_running_builder_api(launch: BuilderApiLaunch) -> int | None:
             f"the builder API of this project already runs on {bind}:{port} (pid {pid}), "
             f"but this launch needs it on {launch.bind}:{launch.port}",
             f"stop it (kill {pid}) and run again, or set BUILDER_API_PORT={port}",
+        )
+    if not recorded_password_matches(launch.record_file, launch.password):
+        # It may be running builds, so the launcher never stops it itself.
+        raise LauncherError(
+            f"the builder API of this project (pid {pid}) was started with another "
+            "BUILDER_API_PASSWORD (or by an older launcher that recorded none), so the "
+            "container's password would be rejected",
+            f"stop it (kill {pid}) once its builds are done, then run again",
         )
     return pid
 
@@ -1807,7 +3277,8 @@ def _reuse_or_start_builder_api(launch: BuilderApiLaunch, quiet: bool) -> int:
 
     os.makedirs(os.path.dirname(launch.log_file), mode=0o700, exist_ok=True)
     pid = spawn_detached(launch.argv, launch.environment, launch.log_file)
-    write_builder_api_record(launch.record_file, pid, launch.bind, launch.port)
+    fingerprint = password_fingerprint(launch.password)
+    write_builder_api_record(launch.record_file, pid, launch.bind, launch.port, fingerprint)
     wait_for_builder_api(launch, pid)
     _announce(quiet, f"builder API started on {launch.address()} (pid {pid}); log: "
               f"{launch.log_file}; stop it with: kill {pid}")  # fmt: skip
@@ -1866,11 +3337,13 @@ def terminal_script(launch: BuilderApiLaunch, secret_file: str | None) -> str:
     import shlex
 
     record = shlex.quote(launch.record_file)
-    record_json = builder_api_record_json(0, launch.bind, launch.port).strip()
+    fingerprint = password_fingerprint(launch.password)
+    record_json = builder_api_record_json(0, launch.bind, launch.port, fingerprint).strip()
     record_format = record_json.replace('"pid": 0', '"pid": %s')
     steps = [
         f"cd {shlex.quote(launch.project_root)}",
-        f"printf {shlex.quote(record_format + chr(10))} $$ > {record}.tmp",
+        # The subshell's umask 077 makes the record mode 0600 and leaves the daemon's alone.
+        f"(umask 077 && printf {shlex.quote(record_format + chr(10))} $$ > {record}.tmp)",
         f"mv {record}.tmp {record}",
     ]
     if secret_file is not None:
@@ -2234,7 +3707,9 @@ def tool_command(
     if tool == "claude" and settings.flag("CLAUDE_BYPASS_PERMISSIONS"):
         command.append("--dangerously-skip-permissions")
 
-    if (
+    if decision.tool_arguments is not None:
+        command += decision.tool_arguments
+    elif (
         decision.mode == "continue"
         and decision.session_id is None
         and not _passthrough_mode(tool, passthrough)
@@ -3009,6 +4484,8 @@ class Options:
         self.help = False
         self.version = False
         self.passthrough: list[str] = []
+        self.list_sessions = False
+        self.json_output = False
 
 
 # (spellings, argument, help) in the order --help and the README show them.
@@ -3020,8 +4497,8 @@ FLAG_DOCS = (
     ("-c, --continue", "", "Continue the newest session of this project."),
     ("-c, --continue", "ID", "Resume session ID (a token after -c that is not a number, not an "
                              "option and not an existing directory)."),
-    ("--slot", "N", "Save and restore the session of slot N; -c --slot N resumes it (not "
-                    "available yet)."),
+    ("--slot", "N", "Save the session of this launch to slot N of the project; -c --slot N "
+                    "resumes slot N's last session."),
     ("-c N, N -c", "", "N windows, each restoring its own slot (not available yet)."),
     ("--delay", "SEC", "Seconds between opening windows (0-60). Default: 0.5."),
     ("-a, --api", "[true|false]", "Start (or reuse) this project's builder API daemon and pass "
@@ -3043,6 +4520,9 @@ FLAG_DOCS = (
                             "launch the tool."),
     ("--dry-run", "", "Print the settings, project, mounts, session and engine commands; change "
                       "nothing."),
+    ("--sessions", "", "List the sessions of this project: id, slot, last activity, first "
+                       "prompt line."),
+    ("--json", "", "With --sessions: print JSON for scripts."),
     ("-v, --verbose", "", "More messages on stderr; -vv adds debug messages."),
     ("-q, --quiet", "", "Only errors on stderr."),
     ("--version", "", "Print the version."),
@@ -3053,8 +4533,8 @@ FLAG_DOCS = (
 KNOWN_OPTIONS = (
     "-c", "--continue", "--slot", "--delay", "-a", "--api", "-t", "--tmux", "-tt",
     "--tmux-team", "-tr", "--tmux-recon", "-tc", "--tmux-codeman", "-tcl", "--tmux-claude",
-    "--clean", "--yes", "--build", "--rebuild-force", "--dry-run", "-v", "--verbose", "-q",
-    "--quiet", "--version", "-h", "--help",
+    "--clean", "--yes", "--build", "--rebuild-force", "--dry-run", "--sessions", "--json",
+    "-v", "--verbose", "-q", "--quiet", "--version", "-h", "--help",
 )  # fmt: skip
 TMUX_OPTIONS = {
     "-t": "tmux", "--tmux": "tmux", "-tr": "recon", "--tmux-recon": "recon",
@@ -3151,6 +4631,10 @@ def parse_command_line(
             setattr(options, name[2:].replace("-", "_"), True)
         elif name == "--rebuild-force":
             options.rebuild_force = True
+        elif name == "--sessions":
+            options.list_sessions = True
+        elif name == "--json":
+            options.json_output = True
         else:
             raise UsageError(
                 f"unknown option {quote_for_message(argument)}" + suggest_name(name, KNOWN_OPTIONS),
@@ -3286,6 +4770,10 @@ def _set_tmux(options: Options, mode: str, flag: str, program: str) -> None:
 
 
 def _check_combinations(options: Options, program: str) -> None:
+    if options.json_output and not options.list_sessions:
+        raise UsageError(
+            "--json only applies to --sessions", f"for example: {program} --sessions --json"
+        )
     if options.build and options.rebuild_force:
         raise UsageError(
             "--build and --rebuild-force cannot be combined",
@@ -3559,7 +5047,9 @@ def launch(
     code_dir = code_directory()
     launch_dir = options.project_dir if options.project_dir is not None else os.getcwd()
     project = resolve_project(launch_dir, settings, home, state, code_dir, TOOL_PROGRAMS[tool])
-    decision = resolve_session(options, project)
+    if options.list_sessions:
+        return show_sessions(tool, project, state, options.json_output)
+    decision = resolve_session(options, project, state)
 
     engine = Engine(settings.text("LLM_DOCKER_ENGINE"), environ, options.dry_run)
     api_launch = None
@@ -3618,26 +5108,44 @@ def launch(
         state, tool, settings.flag("LLM_DOCKER_SSH_ENABLED"), identity.uid, identity.gid,
         context.host_uid,
     )  # fmt: skip
-    exit_code = run_container(engine, plan, settings, state, options.verbosity > 0)
+    exit_code = run_container(engine, plan, settings, state, options.verbosity > 0, decision)
     log.info("container %s exited with status %d", plan.name, exit_code)
     finish_session(decision, project, exit_code)
     return exit_code
 
 
 def run_container(
-    engine: Engine, plan: RunPlan, settings: Settings, state: StatePaths, verbose: bool
+    engine: Engine,
+    plan: RunPlan,
+    settings: Settings,
+    state: StatePaths,
+    verbose: bool,
+    decision: SessionDecision | None = None,
 ) -> int:
     """Start the container as a child process and wait for it.
 
-    The log file is set up once the container has been spawned, so importing `logging` does
-    not delay the start. TODO: a watchdog that stops the container when the launcher dies.
+    The session tracker takes its snapshot and starts the watchdog first, so a launcher
+    that dies (SIGKILL included) still has its container stopped and its slot saved. The
+    log file is set up once the container has been spawned, so importing `logging` does not
+    delay the start.
     """
+    tracker = decision.tracker if decision is not None else None
+    if tracker is not None:
+        log_path = state.log_file if settings.number("LOG_MAX_KILOBYTES") > 0 else None
+        tracker.start(lambda arguments: engine.act(*arguments), plan.name, log_path)
 
     def on_started() -> None:
+        if tracker is not None:
+            tracker.guard_signals()  # spawn_attached restores its own handlers afterwards
         _start_logging_quietly(settings, state, verbose)
 
-    exit_code = engine.attach(plan.argv, plan.environment, on_started)
-    on_started()
+    try:
+        exit_code = engine.attach(plan.argv, plan.environment, on_started)
+    except BaseException:
+        if tracker is not None:
+            tracker.finish()
+        raise
+    _start_logging_quietly(settings, state, verbose)
     return exit_code
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import _wip_sessions as ld  # noqa: E402
+import llmdocker as ld  # noqa: E402
 
 SIZES = (1_000, 5_000, 10_000)
 REPEATS = 21
@@ -91,9 +91,9 @@ def bench_claude(root: Path, size: int, watch_known: bool) -> tuple[float, float
         return changed
 
     found = {session.id for session in detect()}
-    wanted = {new_id} if watch_known else {new_id, session_uuid(size // 2)}
-    if found != wanted:
-        raise SystemExit(f"claude detection with {size} files found {found}, not {wanted}")
+    expected_ids = {new_id} if watch_known else {new_id, session_uuid(size // 2)}
+    if found != expected_ids:
+        raise SystemExit(f"claude detection with {size} files found {found}, not {expected_ids}")
     return snapshot_ms, median_ms(detect)
 
 
@@ -169,10 +169,11 @@ def render(rows: list[tuple[str, int, float, float]], where: str) -> str:
         "",
         f"Median of {REPEATS} runs. The snapshot is taken before `docker run`, and detection "
         "runs after the container exits and finds one new and one appended session. "
-        '"id known" is the usual launch: a fresh Claude session gets its id from the '
-        "launcher and a resumed one has one, so only that file is watched for appends. "
-        '"any id" is the fallback when the tool\'s own session flags pick the session: '
-        "every file's mtime is compared.",
+        '"id known" is every launch with a slot: a new Claude Code session gets its id from '
+        "the launcher (`--session-id`) and a resumed or continued one has its id, so only "
+        'that file is checked for appends. "any id" is the fallback when the tool\'s own '
+        "session option after `--` picks the session: every file's mtime is compared. "
+        "The OpenCode rows all belong to the project's directory, the worst case.",
         f"Target: detection under {TARGET_MS:.0f} ms at 10,000 sessions.",
         "",
         "| store | sessions | snapshot (ms) | detection (ms) |",

@@ -47,6 +47,14 @@ MAX_WAIT_S = 300.0
 MAX_TAIL_LINES = 10000
 # Most events one /events reply carries.
 MAX_EVENTS = 5000
+MAX_BUILD_ID = 1 << 40
+# Query parameters each built-in endpoint accepts, besides `key` (the password) everywhere.
+# Other names get 400, so a typo such as `?wiat=60` is not silently ignored.
+QUERY_KEYS: dict[str, frozenset[str]] = {
+    "/build_status": frozenset({"id", "wait", "n"}),
+    "/logs": frozenset({"file", "n"}),
+    "/events": frozenset({"type", "since", "pid", "n"}),
+}
 # Browser log entries accepted per POST /log, and characters kept per text field.
 MAX_BROWSER_ENTRIES = 100
 MAX_BROWSER_TEXT = 8192
@@ -124,6 +132,7 @@ class App:
             ("POST", "/log"): self.h_browser_log,
             ("GET", "/browser.js"): self.h_browser_js,
         }
+        self._builtin_routes = frozenset(self.routes)
         self.allowed_hosts: set[str] = set(LOCAL_HOSTS) | set(config.security.allowed_hosts)
         self.allowed_hosts.add(config.server.bind.lower())
         self._started = False
@@ -195,6 +204,7 @@ class App:
             self._check_origin(request)
         self._check_auth(request)
 
+        self._check_query_keys(request)
         handler = self.routes.get((request.method, request.path))
         if handler is None:
             if request.method == "DELETE" and request.path.startswith("/queue/"):
@@ -203,6 +213,21 @@ class App:
                 raise HttpError(405, f"{request.method} is not allowed on {request.path}")
             raise HttpError(404, f"no endpoint {request.path}")
         return handler(request)
+
+    def _check_query_keys(self, request: Request) -> None:
+        """Raise 400 for query parameters a built-in endpoint does not take (plugins: any)."""
+        if (request.method, request.path) not in self._builtin_routes and not (
+            request.path.startswith("/queue/")
+        ):
+            return
+        allowed = QUERY_KEYS.get(request.path, frozenset()) | {"key"}
+        unknown = sorted(set(request.query) - allowed)
+        if unknown:
+            names = ", ".join(repr(name[:40]) for name in unknown)
+            takes = ", ".join(sorted(allowed - {"key"})) or "none"
+            raise HttpError(
+                400, f"unknown query parameter {names} for {request.path} (it takes: {takes})"
+            )
 
     def _check_host(self, request: Request) -> None:
         host = request.header("host")
@@ -348,13 +373,13 @@ class App:
 
     def h_build_status(self, request: Request) -> Response:
         query = request.query
-        build_id = query_int(query, "id", 0, 0, 1 << 40) if query.get("id") else None
+        build_id = query_int(query, "id", 0, 1, MAX_BUILD_ID) if query.get("id") else None
         if build_id is None:
             build_id = self.builds.latest_id()
             if build_id is None:
                 raise HttpError(404, "no build has been queued yet")
         wait_s = query_float(query, "wait", 0.0, 0.0, MAX_WAIT_S)
-        n = query_int(query, "n", self.config.build.log_tail_lines, 0, MAX_TAIL_LINES)
+        n = query_int(query, "n", self.config.build.log_tail_lines, 1, MAX_TAIL_LINES)
         if self.builds.get(build_id) is None:
             raise HttpError(404, f"no build {build_id} (unknown or dropped from the history)")
         finished = self.builds.wait(build_id, wait_s)
@@ -385,7 +410,7 @@ class App:
 
     def h_logs(self, request: Request) -> Response:
         alias = request.query.get("file", "")
-        n = query_int(request.query, "n", 200, 0, MAX_TAIL_LINES)
+        n = query_int(request.query, "n", 200, 1, MAX_TAIL_LINES)
         path = self.config.logs.get(alias)
         if path is None:
             raise HttpError(

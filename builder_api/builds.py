@@ -272,6 +272,8 @@ class BuildQueue:
             )
         except OSError as exc:
             build.error = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
+            # The reason goes into the build's own log range, so log_tail carries it.
+            self._append_log(f"=== build {build.id} error: {build.error}\n")
             build.log_end = self._log_size()
             with self.changed:
                 self._finish(build, ERROR, None)
@@ -291,7 +293,7 @@ class BuildQueue:
             elif time.monotonic() > deadline:
                 state = TIMEOUT
             if state is not None:
-                code = procs.stop_group(proc, BUILD_STOP_GRACE_S)
+                code, _ = procs.stop_group(proc, BUILD_STOP_GRACE_S)
                 break
         # Reap any children left in the group.
         procs.signal_group(proc, 9)

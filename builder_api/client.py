@@ -29,7 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 DEFAULT_URL = "http://host.docker.internal:6666"
 # Connection attempts before giving up, and the first backoff delay (doubles each time), seconds.
@@ -207,12 +207,12 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
     logs = sub.add_parser("logs", help="tail a log by alias")
     logs.add_argument("alias")
-    logs.add_argument("-n", type=int, default=200)
+    logs.add_argument("-n", type=_line_count, default=200, help="lines to show (1 to 10000)")
     events = sub.add_parser("events", help="filtered events")
     events.add_argument("--type")
     events.add_argument("--since", type=float)
     events.add_argument("--pid", type=int)
-    events.add_argument("-n", type=int, default=50)
+    events.add_argument("-n", type=_event_count, default=50, help="events to show (1 to 5000)")
     cancel = sub.add_parser("cancel", help="cancel a queued build")
     cancel.add_argument("id", type=int)
     wait = sub.add_parser("wait", help="wait for a build to end")
@@ -220,6 +220,26 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("status", "run", "stop", "queue"):
         sub.add_parser(name)
     return parser
+
+
+def _bounded_int(lo: int, hi: int) -> Callable[[str], int]:
+    """Return an argparse type that accepts integers from lo to hi (a usage error otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = lo - 1
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be an integer from {lo} to {hi}, got {text!r}")
+        return value
+
+    return parse
+
+
+# The daemon's limits for /logs?n= and /events?n=.
+_line_count = _bounded_int(1, 10000)
+_event_count = _bounded_int(1, 5000)
 
 
 def _print(data: Any) -> None:
@@ -232,11 +252,10 @@ def _finish_build(result: dict[str, Any], as_json: bool) -> int:
     else:
         for line in result.get("log_tail", []):
             print(line)
-        print(
-            f"build {result.get('id')}: {result.get('state')} "
-            f"(exit code {result.get('exit_code')})",
-            file=sys.stderr,
-        )
+        outcome = f"(exit code {result.get('exit_code')})"
+        if result.get("error"):
+            outcome = f"({result['error']})"
+        print(f"build {result.get('id')}: {result.get('state')} {outcome}", file=sys.stderr)
     if not result.get("done"):
         return EXIT_BUILD_FAILED
     return EXIT_OK if result.get("state") == "success" else EXIT_BUILD_FAILED

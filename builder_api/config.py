@@ -21,11 +21,13 @@ from .paths import PathEscapeError, resolve_inside
 # Config file names looked up in the project root, in this order.
 CONFIG_NAMES = (".builder-api.toml", ".builder-api.json", ".builder-api.yml", ".builder-api.yaml")
 
+# Config.source when no config file was found.
+DEFAULTS_SOURCE = "(defaults)"
 DEFAULT_PORT = 6666
 DEFAULT_PASSWORD_ENV = "BUILDER_API_PASSWORD"  # noqa: S105 - a variable name
 # Directory (inside the project) for the daemon's own files: build/run logs and the event feed.
 DEFAULT_RUNTIME_DIR = ".builder-api"
-# Log aliases the daemon always provides (unless the config declares the same alias).
+# Log aliases the daemon always provides; a config that declares either one is rejected.
 BUILD_LOG_ALIAS = "build"
 RUN_LOG_ALIAS = "run"
 
@@ -92,7 +94,7 @@ class Config:
     """The validated configuration. Paths in `logs`, `events_file` and `plugin` are real paths."""
 
     project_root: str
-    source: str = "(defaults)"
+    source: str = DEFAULTS_SOURCE
     server: ServerConfig = field(default_factory=ServerConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -326,7 +328,7 @@ def load_config(project_dir: str, config_file: str | None = None) -> Config:
         raise ConfigError(project_dir, "", "the project directory does not exist")
     path = config_file or find_config(root)
     if path is None:
-        return build_config(root, "(defaults)", {})
+        return build_config(root, DEFAULTS_SOURCE, {})
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
@@ -379,7 +381,15 @@ def build_config(root: str, file: str, data: Mapping[str, Any]) -> Config:
     websocket = WebSocketConfig(**_section(file, data, "websocket"))
     events = _section(file, data, "events")
 
+    if build.allowed_args and not build.command:
+        raise ConfigError(
+            file,
+            "build.allowed_args",
+            "is set but build.command is not, so no build could use it: add build.command",
+        )
     for index, arg in enumerate(build.allowed_args):
+        if not arg:
+            raise ConfigError(file, f"build.allowed_args[{index}]", "is an empty string")
         if not arg.isprintable():
             raise ConfigError(file, f"build.allowed_args[{index}]", "contains control characters")
 
@@ -397,6 +407,13 @@ def build_config(root: str, file: str, data: Mapping[str, Any]) -> Config:
         key = f"logs.{alias}"
         if not isinstance(alias, str) or not ALIAS_RE.match(alias):
             raise ConfigError(file, key, "an alias is 1-64 characters of A-Z a-z 0-9 _ . -")
+        if alias in (BUILD_LOG_ALIAS, RUN_LOG_ALIAS):
+            raise ConfigError(
+                file,
+                key,
+                f"the aliases {BUILD_LOG_ALIAS!r} and {RUN_LOG_ALIAS!r} are built in (the build "
+                "and run logs under server.runtime_dir): choose another alias",
+            )
         logs[alias] = _resolve(file, key, root, _nonempty_str(file, key, value))
 
     events_file = _resolve(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -14,7 +15,14 @@ from typing import Any
 
 from . import __version__
 from .app import App
-from .config import ConfigError, check_startable, load_config
+from .config import (
+    CONFIG_NAMES,
+    DEFAULTS_SOURCE,
+    Config,
+    ConfigError,
+    check_startable,
+    load_config,
+)
 from .plugin import PluginError
 from .server import Server
 
@@ -50,6 +58,62 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
     )
 
 
+# File under server.runtime_dir that one daemon per project holds an exclusive flock on.
+LOCK_NAME = "daemon.lock"
+
+
+class AlreadyServed(Exception):
+    """Another daemon holds the project's lock; `pid` is its pid (None when unreadable)."""
+
+    def __init__(self, lock_file: str, pid: int | None) -> None:
+        self.lock_file = lock_file
+        self.pid = pid
+        super().__init__(lock_file)
+
+
+def lock_project(config: Config) -> int:
+    """Take the exclusive lock of the project's runtime dir and write our pid into it.
+
+    Returns the lock's file descriptor, which must stay open while the daemon runs; the
+    kernel releases the lock when the process ends, even after SIGKILL.
+    """
+    import fcntl
+
+    os.makedirs(config.runtime_dir, exist_ok=True)
+    lock_file = os.path.join(config.runtime_dir, LOCK_NAME)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.read(fd, 32).decode("ascii", "replace").strip()
+        os.close(fd)
+        raise AlreadyServed(lock_file, int(text) if text.isdigit() else None) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def build_program_problem(config: Config) -> str | None:
+    """Return why `build.command[0]` cannot be started, or None when it looks startable.
+
+    A name without a slash is looked up on PATH, as execvp does; a path with a slash is taken
+    relative to the project root, the builds' working directory.
+    """
+    if not config.build.command:
+        return None
+    program = config.build.command[0]
+    if "/" not in program:
+        if shutil.which(program) is None:
+            return f"build.command[0] {program!r} is not found on PATH"
+        return None
+    path = os.path.join(config.project_root, program)
+    if not os.path.isfile(path):
+        return f"build.command[0] {program!r} does not exist (relative to {config.project_root})"
+    if not os.access(path, os.X_OK):
+        return f"build.command[0] {program!r} is not executable (chmod +x {path})"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
@@ -61,6 +125,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"builder-api: error: {exc}", file=sys.stderr)
         return 2
 
+    if config.source == DEFAULTS_SOURCE:
+        LOG.warning(
+            "no config file in %s (looked for %s), so the daemon runs with defaults: "
+            "no build command, no run command, only the build and run logs",
+            config.project_root,
+            ", ".join(CONFIG_NAMES),
+        )
+    problem = build_program_problem(config)
+    if problem is not None:
+        LOG.warning("%s, so every build will end in state error", problem)
+
+    try:
+        lock_fd = lock_project(config)
+    except AlreadyServed as exc:
+        holder = f"pid {exc.pid}" if exc.pid is not None else "another process"
+        print(
+            f"builder-api: error: another builder API daemon ({holder}) already serves "
+            f"{config.project_root} (it holds {exc.lock_file}); stop it first or use it",
+            file=sys.stderr,
+        )
+        return 1
+    except OSError as exc:
+        print(
+            f"builder-api: error: cannot lock {config.runtime_dir}/{LOCK_NAME}: "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+
     app = App(config, password)
     try:
         server = Server(app, config.server.bind, config.server.port)
@@ -70,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{exc.strerror or exc} (change server.port or use --port)",
             file=sys.stderr,
         )
+        os.close(lock_fd)
         return 1
     try:
         app.start()
@@ -77,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"builder-api: error: cannot start: {exc}", file=sys.stderr)
         server.stop()
         app.shutdown()
+        os.close(lock_fd)
         return 1
 
     stop = threading.Event()
@@ -104,4 +199,5 @@ def main(argv: list[str] | None = None) -> int:
     )
     server.stop()
     app.shutdown()
+    os.close(lock_fd)
     return 0

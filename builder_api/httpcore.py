@@ -146,8 +146,15 @@ def parse_target(target: str) -> tuple[str, dict[str, str]]:
     for key, value in pairs:
         _check_text(key, "a query parameter")
         _check_text(value, "a query parameter")
+        if key in query:
+            raise HttpError(400, f"query parameter {_shown(key)} is given twice")
         query[key] = value
     return path, query
+
+
+def _shown(value: str) -> str:
+    """Return `value` quoted and cut to 40 characters for an error message."""
+    return repr(value if len(value) <= 40 else value[:40] + "...")
 
 
 def parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
@@ -217,10 +224,23 @@ def split_host(host: str) -> str:
     host = host.strip().lower()
     if host.startswith("["):
         end = host.find("]")
-        return host[1:end] if end > 0 else host
+        if end > 0:
+            _check_host_port(host, host[end + 1 :].removeprefix(":"), host[end + 1 :])
+            return host[1:end]
+        return host
     if host.count(":") == 1:
-        return host.split(":", 1)[0]
+        name, port = host.split(":", 1)
+        _check_host_port(host, port, ":")
+        return name
     return host
+
+
+def _check_host_port(host: str, port: str, rest: str) -> None:
+    """Raise 400 unless the Host header's port part is empty or a port number."""
+    if not rest:
+        return
+    if not (rest.startswith(":") and port.isdigit() and len(port) <= 5 and int(port) <= 65535):
+        raise HttpError(400, f"invalid Host header {_shown(host)}: the port must be 0 to 65535")
 
 
 def redact_target(target: str) -> str:
@@ -229,22 +249,31 @@ def redact_target(target: str) -> str:
 
 
 def query_int(query: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    """Return the integer query parameter `name`, or `default` when absent or empty.
+
+    Raises 400 naming the parameter, the value and the range when it is not an integer in
+    lo..hi; out-of-range values are rejected rather than clamped.
+    """
     raw = query.get(name)
     if raw is None or raw == "":
         return default
-    if not re.match(r"^-?[0-9]{1,12}$", raw):
-        raise HttpError(400, f"query parameter {name!r} must be an integer")
-    value = int(raw)
-    return max(lo, min(hi, value))
+    if re.match(r"^-?[0-9]{1,15}$", raw) and lo <= int(raw) <= hi:
+        return int(raw)
+    raise HttpError(
+        400, f"query parameter {name!r} must be an integer from {lo} to {hi}, got {_shown(raw)}"
+    )
 
 
 def query_float(query: dict[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    """Return the decimal query parameter `name` (no exponent), like query_int."""
     raw = query.get(name)
     if raw is None or raw == "":
         return default
-    if not re.match(r"^-?[0-9]{1,12}(\.[0-9]{1,9})?$", raw):
-        raise HttpError(400, f"query parameter {name!r} must be a number")
-    return max(lo, min(hi, float(raw)))
+    if re.match(r"^-?[0-9]{1,12}(\.[0-9]{1,9})?$", raw) and lo <= float(raw) <= hi:
+        return float(raw)
+    raise HttpError(
+        400, f"query parameter {name!r} must be a number from {lo:g} to {hi:g}, got {_shown(raw)}"
+    )
 
 
 def headers_list(headers: dict[str, str]) -> list[tuple[str, str]]:

@@ -65,24 +65,48 @@ def log_size(root: str, log_path: str) -> int:
         os.close(fd)
 
 
-def signal_group(proc: subprocess.Popen, signum: int) -> None:
-    """Send `signum` to the whole process group of `proc` (it leads its own session)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signum)
+def signal_group(proc: subprocess.Popen, signum: int) -> bool:
+    """Send `signum` to the whole process group of `proc` (it leads its own session).
 
-
-def stop_group(proc: subprocess.Popen, grace_s: float) -> int | None:
-    """TERM the process group, wait `grace_s`, then KILL it; return the exit code."""
-    if proc.poll() is None:
-        signal_group(proc, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace_s)
-    # Children that ignored TERM (or outlived the leader) get KILL too.
-    signal_group(proc, signal.SIGKILL)
+    Returns whether any member got the signal. The group outlives its leader while members
+    remain, and Linux does not reuse a pid that is still a process group id.
+    """
     try:
-        return proc.wait(timeout=5)
+        os.killpg(proc.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float) -> tuple[int | None, bool]:
+    """TERM the process group, wait `grace_s`, then KILL it.
+
+    The group is signalled even when its leader has exited, because members it left behind
+    (`server &` in a script) keep the group alive. Returns the leader's exit code and whether
+    any member was signalled.
+    """
+    signalled = signal_group(proc, signal.SIGTERM)
+    if signalled:
+        _wait_group(proc, grace_s)
+    # Members that ignored TERM (or outlived the leader) get KILL too.
+    signalled = signal_group(proc, signal.SIGKILL) or signalled
+    try:
+        return proc.wait(timeout=5), signalled
     except subprocess.TimeoutExpired:  # pragma: no cover - unkillable process
-        return None
+        return None, signalled
+
+
+def _wait_group(proc: subprocess.Popen, grace_s: float) -> None:
+    """Wait up to `grace_s` for the leader to exit and the group to empty."""
+    deadline = time.monotonic() + grace_s
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.02)
 
 
 def describe_exit(code: int | None) -> str:

@@ -89,11 +89,18 @@ class Runner:
         self.stop("daemon")
 
     def _stop_locked(self, agent: str) -> bool:
+        """Stop the last started run's whole process group; return whether anything was signalled.
+
+        A leader that already exited may have left members in its group, so the group is
+        signalled whenever a run was started.
+        """
         with self._state:
             proc = self._proc
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return False
-        code = procs.stop_group(proc, self.config.run.stop_grace_s)
+        code, signalled = procs.stop_group(proc, self.config.run.stop_grace_s)
+        if not signalled:
+            return False
         with self._state:
             self._last_exit = code
         self._append(f"=== run stopped by {agent} ({procs.describe_exit(code)})\n")

@@ -183,13 +183,14 @@ def test_docker_run_boot_first_message(sandbox):
 
 def test_docker_run_continue_never_injects(sandbox):
     (sandbox.project / "BOOT.md").write_text("Boot\n")
+    # No earlier session: -c starts a new one, still without the first message.
     report = run_ok(sandbox, "-c")
-    assert report.args == ["--continue"]
-    assert report.env["LLM_DOCKER_SESSION"] == "continue"
+    assert report.args == []
+    assert report.env["LLM_DOCKER_SESSION"] == "new"
 
 
 def test_docker_run_opencode(sandbox):
-    report = run_ok(sandbox, "-c", "ses_abc123", program=OCD)
+    report = run_ok(sandbox, "--", "--session", "ses_abc123", program=OCD)
     assert report.value("TOOL=") == "opencode"
     assert report.args == ["--session", "ses_abc123"]
     assert report.writable == {

@@ -422,3 +422,37 @@ def test_plugin_cannot_replace_builtin(tmp_path: Path) -> None:
             application.start()
     finally:
         application.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/logs?file=app&n=-1", "'n' must be an integer from 1 to 10000, got '-1'"),
+        ("/logs?file=app&n=0", "'n' must be an integer from 1 to 10000, got '0'"),
+        ("/logs?file=app&n=99999999999999999999", "'n' must be an integer from 1 to 10000"),
+        ("/build_status?id=-1", "'id' must be an integer from 1 to"),
+        ("/build_status?id=-1", "got '-1'"),
+        ("/build_status?id=1&wait=-1", "'wait' must be a number from 0 to 300, got '-1'"),
+        ("/build_status?id=1&wait=1e9", "'wait' must be a number from 0 to 300, got '1e9'"),
+        ("/events?n=0", "'n' must be an integer from 1 to 5000"),
+        ("/logs?file=app&lines=5", "unknown query parameter 'lines' for /logs"),
+        ("/status?verbose=1", "unknown query parameter 'verbose' for /status"),
+    ],
+)
+def test_query_value_rejected_with_range(app: App, target: str, expected: str) -> None:
+    response = app.handle(request("GET", target))
+    assert response.status == 400
+    assert expected in body(response)["error"]
+
+
+def test_host_with_invalid_port_400(app: App) -> None:
+    response = app.handle(request("GET", "/status", headers={"Host": "127.0.0.1:abc"}))
+    assert response.status == 400
+    assert "invalid Host header" in body(response)["error"]
+
+
+def test_query_key_given_twice_400() -> None:
+    with pytest.raises(HttpError) as caught:
+        parse_target("/logs?file=app&file=run")
+    assert caught.value.status == 400
+    assert "query parameter 'file' is given twice" in caught.value.message

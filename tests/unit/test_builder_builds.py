@@ -364,3 +364,97 @@ def test_build_missing_program_is_error_state(tmp_path: Path) -> None:
     finally:
         application.shutdown()
     assert (status["state"], "cannot start" in status["error"]) == ("error", True)
+    assert any("cannot start '/nonexistent/tool'" in line for line in status["log_tail"])
+
+
+# A start_command whose leader exits at once and leaves a member in its process group.
+BACKGROUND_SCRIPT = """#!/bin/sh
+sleep 777 &
+echo $! > left.pid
+exit 0
+"""
+
+
+def _gone(pid: int, within_s: float = 3) -> bool:
+    """Return whether `pid` has ended (a zombie counts as ended) within `within_s`."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _left_member(application: App, root: Path) -> int:
+    """Start the background script with /run and return the pid it left in its group."""
+    application.handle(request("POST", "/run"))
+    pid_file = root / "left.pid"
+    deadline = time.monotonic() + 5
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert time.monotonic() < deadline, "the start_command wrote no left.pid"
+        time.sleep(0.02)
+    time.sleep(0.1)  # let the leader exit
+    return int(pid_file.read_text())
+
+
+def _background_app(tmp_path: Path) -> App:
+    from tests.unit.test_builder_support import make_config
+
+    config = make_config(tmp_path, {"run": {"start_command": ["./bg.sh"], "stop_grace_s": 0.3}})
+    script = tmp_path / "bg.sh"
+    script.write_text(BACKGROUND_SCRIPT)
+    script.chmod(0o755)
+    application = App(config)
+    application.start()
+    return application
+
+
+def test_stop_kills_members_after_leader_exit(tmp_path: Path) -> None:
+    application = _background_app(tmp_path)
+    try:
+        member = _left_member(application, tmp_path)
+        stopped = body(application.handle(request("POST", "/stop")))
+    finally:
+        application.shutdown()
+    assert stopped["stopped"] is True
+    assert _gone(member)
+
+
+def test_restart_kills_members_after_leader_exit(tmp_path: Path) -> None:
+    application = _background_app(tmp_path)
+    try:
+        member = _left_member(application, tmp_path)
+        (tmp_path / "left.pid").unlink()
+        application.handle(request("POST", "/run"))
+        assert _gone(member)
+        second = _left_member(application, tmp_path)
+    finally:
+        application.shutdown()
+    assert _gone(second)
+
+
+def test_stop_without_members_reports_false(tmp_path: Path) -> None:
+    application = _background_app(tmp_path)
+    try:
+        member = _left_member(application, tmp_path)
+        os.kill(member, 9)
+        deadline = time.monotonic() + 3
+        while os.path.exists(f"/proc/{member}") and time.monotonic() < deadline:
+            time.sleep(0.02)  # until the reaper removes the zombie, the group still exists
+        stopped = body(application.handle(request("POST", "/stop")))
+    finally:
+        application.shutdown()
+    assert stopped["stopped"] is False
+
+
+def test_shutdown_kills_members_after_leader_exit(tmp_path: Path) -> None:
+    application = _background_app(tmp_path)
+    try:
+        member = _left_member(application, tmp_path)
+    finally:
+        application.shutdown()
+    assert _gone(member)

@@ -185,3 +185,28 @@ def test_cli_simple_commands_exit_0(env: Live, command: list[str]) -> None:
 def test_cli_bad_url_scheme_exit_3(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BUILDER_API_URL", "file:///etc/passwd")
     assert client_module.main(["status"]) == 3
+
+
+def test_cli_build_error_prints_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = Live(make_config(tmp_path, {"build": {"command": ["no-such-binary"]}}))
+    monkeypatch.setenv("BUILDER_API_URL", server.url)
+    monkeypatch.delenv("BUILDER_API_PASSWORD", raising=False)
+    try:
+        code = client_module.main(["build", "ok"])
+    finally:
+        server.close()
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "error (cannot start 'no-such-binary'" in err
+
+
+@pytest.mark.parametrize("count", ["-1", "0", "10001", "x"])
+def test_cli_logs_bad_count_usage_error(
+    count: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        client_module.main(["logs", "app", "-n", count])
+    assert caught.value.code == 2
+    assert "must be an integer from 1 to 10000" in capsys.readouterr().err

@@ -207,3 +207,89 @@ def test_config_any_data_parses_or_raises_config_error(
 def test_config_any_text_parses_or_raises_config_error(text: str, ext: str) -> None:
     with contextlib.suppress(ConfigError):
         parse_text("f" + ext, text)
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["no-such-binary-here"], "'no-such-binary-here' is not found on PATH"),
+        (["./missing.sh"], "'./missing.sh' does not exist"),
+        (["./plain.txt"], "'./plain.txt' is not executable"),
+        (["sh", "-c", "true"], None),
+    ],
+)
+def test_build_program_problem_cases(tmp_path: Path, command: list[str], expected: str | None) -> None:
+    from builder_api.daemon import build_program_problem
+    from tests.unit.test_builder_support import make_config
+
+    (tmp_path / "plain.txt").write_text("not a program\n")
+    problem = build_program_problem(make_config(tmp_path, {"build": {"command": command}}))
+    if expected is None:
+        assert problem is None
+    else:
+        assert problem is not None and expected in problem
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "reason"),
+    [
+        ({"build": {"allowed_args": ["ok", ""]}}, "build.allowed_args[1]", "empty string"),
+        ({"logs": {"build": "logs/app.log"}}, "logs.build", "built in"),
+        ({"logs": {"run": "logs/app.log"}}, "logs.run", "built in"),
+    ],
+)
+def test_config_rejects_silent_mistakes(
+    tmp_path: Path, extra: dict[str, Any], key: str, reason: str
+) -> None:
+    from tests.unit.test_builder_support import make_config
+
+    with pytest.raises(ConfigError) as caught:
+        make_config(tmp_path, extra)
+    assert caught.value.key == key
+    assert reason in caught.value.reason
+
+
+def test_config_allowed_args_need_command(tmp_path: Path) -> None:
+    (tmp_path / ".builder-api.json").write_text(json.dumps({"build": {"allowed_args": ["x"]}}))
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(tmp_path))
+    assert caught.value.key == "build.allowed_args"
+    assert "add build.command" in caught.value.reason
+
+
+def test_project_lock_refuses_second_daemon(tmp_path: Path) -> None:
+    from builder_api.daemon import AlreadyServed, lock_project
+
+    config = load_config(str(tmp_path))
+    first = lock_project(config)
+    try:
+        with pytest.raises(AlreadyServed) as caught:
+            lock_project(config)
+    finally:
+        os.close(first)
+    assert caught.value.pid == os.getpid()
+    os.close(lock_project(config))  # free again once the first holder closed it
+
+
+def test_daemon_without_config_says_defaults(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "builder_api", "--project", str(tmp_path), "--port", "0"],
+        env=dict(os.environ, PYTHONPATH=str(repo)),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "serving" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=15)
+    defaults = [line for line in lines if "runs with defaults" in line]
+    assert len(defaults) == 1
+    assert ".builder-api.toml, .builder-api.json" in defaults[0]

@@ -133,9 +133,12 @@ def write_record(sandbox, content: str) -> None:
     record_path(sandbox).write_text(content)
 
 
-def running_daemon(sandbox, host: FakeHost, pid: int = 999, port: int = 6666) -> None:
+def running_daemon(
+    sandbox, host: FakeHost, pid: int = 999, port: int = 6666, password: str = PASSWORD
+) -> None:
     """Record a daemon of this project as the launcher would, alive with its port open."""
-    write_record(sandbox, llmdocker.builder_api_record_json(pid, GATEWAY, port))
+    fingerprint = llmdocker.password_fingerprint(password)
+    write_record(sandbox, llmdocker.builder_api_record_json(pid, GATEWAY, port, fingerprint))
     host.alive.add(pid)
     host.open_ports.add((GATEWAY, port))
 
@@ -193,8 +196,12 @@ def test_api_record_written_atomically(sandbox, engine, host):
     sandbox.write_env(f"BUILDER_API_PASSWORD={PASSWORD}\n")
     assert llmdocker.main(["claude", "-a"]) == 0
 
-    record = json.loads(record_path(sandbox).read_text())
+    text = record_path(sandbox).read_text()
+    record = json.loads(text)
+    salt, digest = record.pop("password_salt"), record.pop("password_hmac")
     assert record == {"version": 1, "pid": 4242, "bind": GATEWAY, "port": 6666}
+    assert llmdocker.password_fingerprint(PASSWORD, salt)["password_hmac"] == digest
+    assert PASSWORD not in text
     assert oct(record_path(sandbox).stat().st_mode & 0o777) == oct(0o600)
     assert oct(record_path(sandbox).parent.stat().st_mode & 0o777) == oct(0o700)
     names = sorted(path.name for path in record_path(sandbox).parent.iterdir())
@@ -475,6 +482,8 @@ def test_terminal_script_runs_under_sh(tmp_path):
     assert not secret.exists()
     assert llmdocker.read_builder_api_record(str(record)) == (int(pid_text), "127.0.0.1", 6666)
     assert "pass word" not in script
+    assert llmdocker.recorded_password_matches(str(record), "")
+    assert oct(record.stat().st_mode & 0o777) == oct(0o600)
 
 
 def test_spawn_detached_new_session_and_log(tmp_path):
@@ -542,3 +551,35 @@ def test_api_lock_serializes_launchers(sandbox, engine, host, tmp_path):
     assert results == [4242]
     assert llmdocker.ensure_builder_api(launch, quiet=True) == 4242
     assert len(host.spawned) == 1
+
+
+def test_api_other_password_refuses_reuse(sandbox, engine, host, capsys):
+    sandbox.write_env(f"BUILDER_API_PASSWORD={PASSWORD}\n")
+    running_daemon(sandbox, host, password="an-older-password")
+
+    assert llmdocker.main(["claude", "-a"]) == 1
+
+    err = capsys.readouterr().err
+    assert "(pid 999) was started with another BUILDER_API_PASSWORD" in err
+    assert "kill 999" in err
+    assert host.spawned == []
+    assert 999 in host.alive
+    assert engine.argvs("run") == []
+
+
+def test_api_record_without_fingerprint_refuses(sandbox, engine, host, capsys):
+    sandbox.write_env(f"BUILDER_API_PASSWORD={PASSWORD}\n")
+    write_record(sandbox, llmdocker.builder_api_record_json(999, GATEWAY, 6666))
+    host.alive.add(999)
+    host.open_ports.add((GATEWAY, 6666))
+
+    assert llmdocker.main(["claude", "-a"]) == 1
+    assert "kill 999" in capsys.readouterr().err
+    assert host.spawned == []
+
+
+@given(st.text(max_size=40), st.text(max_size=40))
+def test_password_fingerprint_matches_only_same(first, second):
+    fingerprint = llmdocker.password_fingerprint(first)
+    again = llmdocker.password_fingerprint(second, fingerprint["password_salt"])
+    assert (again == fingerprint) == (first == second)

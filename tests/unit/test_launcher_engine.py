@@ -234,8 +234,9 @@ def test_symlinked_program_runs_cached_module_not_cwd_modules(tmp_path):
     python_dir = Path(sys.executable).parent
     env = {"PATH": f"{bin_dir}:{python_dir}:/usr/bin:/bin", "HOME": str(home)}
     result = subprocess.run(
-        ["ocd", "-c"], cwd=project, env=env, capture_output=True, text=True, timeout=60, check=False
-    )
+        ["ocd", "--", "--version"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     run_line = calls.read_text().splitlines()[-1]
-    assert run_line.endswith("llm-docker-opencode:latest opencode --continue")
+    assert run_line.endswith("llm-docker-opencode:latest opencode --version")

@@ -10,6 +10,21 @@ import pytest
 import llmdocker
 from tests.unit.test_launcher_fakes import install_fake_engine, make_sandbox, make_settings
 
+SESSION_ID = "0f8c2d1e-1111-4222-8333-944455556666"
+
+
+def write_claude_session(sandbox) -> str:
+    """Write a Claude Code session of the sandbox project where the launcher looks for it."""
+    root = os.path.realpath(sandbox.project)
+    project_id = llmdocker.sha256_hex(os.fsencode(root))[:8]
+    workdir = f"/home/agent/Projects/{os.path.basename(root)}-{project_id}"
+    projects = sandbox.state / "claude" / "config" / "projects"
+    folder = projects / llmdocker.claude_folder_name(workdir)
+    folder.mkdir(parents=True)
+    line = '{"type": "user", "cwd": "%s", "message": {"role": "user", "content": "hi"}}\n'
+    (folder / f"{SESSION_ID}.jsonl").write_text(line % workdir)
+    return SESSION_ID
+
 
 @pytest.fixture
 def sandbox(tmp_path, monkeypatch):
@@ -41,8 +56,8 @@ def test_main_program_name_selects_tool(sandbox, fake):
 
 
 def test_main_tool_argument_without_symlink(sandbox, fake):
-    assert llmdocker.main(["opencode", "-c"], program="llmdocker.py") == 0
-    assert container_command(fake) == ["opencode", "--continue"]
+    assert llmdocker.main(["opencode", "--", "--version"], program="llmdocker.py") == 0
+    assert container_command(fake) == ["opencode", "--version"]
 
 
 def test_main_missing_tool_argument(sandbox, fake, capsys):
@@ -72,7 +87,7 @@ def test_main_dry_run_has_no_side_effects(sandbox, fake, capsys):
     assert "settings:" in out
     assert f"root: {sandbox.project}" in out
     assert "mounts:" in out
-    assert "session:\n  continue" in out
+    assert "session:\n  new" in out
     assert "engine commands:\n  (query) docker image inspect" in out
     assert "  docker run --rm -i --name llm-docker-claude-app-" in out
 
@@ -157,7 +172,7 @@ def test_main_guard_error_escapes_path(sandbox, fake, capsys, tmp_path):
 @pytest.mark.parametrize(
     ("arguments", "flag"),
     [
-        (["4"], "window count 4"), (["--slot", "2"], "--slot"), (["-c", "3"], "window count 3"),
+        (["4"], "window count 4"), (["-c", "3"], "window count 3"),
         (["-t"], "-t is not available yet"), (["--tmux"], "--tmux is not available yet"),
         (["-tt", "3"], "-tt is not available yet"), (["-tr"], "-tr is not available yet"),
         (["-tc"], "-tc is not available yet"), (["-tcl"], "-tcl is not available yet"),
@@ -220,8 +235,18 @@ def test_main_claude_file_instruction(sandbox, fake):
 
 def test_main_continue_never_injects(sandbox, fake):
     (sandbox.project / "BOOT.md").write_text("boot\n")
+    session_id = write_claude_session(sandbox)
     assert llmdocker.main(["claude", "-c"]) == 0
     assert container_command(fake) == ["claude", "--continue"]
+    assert fake.run_command().env["LLM_DOCKER_SESSION"] == "continue"
+    assert session_id
+
+
+def test_main_continue_without_session_starts_fresh(sandbox, fake, capsys):
+    (sandbox.project / "BOOT.md").write_text("boot\n")
+    assert llmdocker.main(["claude", "-c"]) == 0
+    assert container_command(fake) == ["claude"]
+    assert "no earlier session in this directory" in capsys.readouterr().err
 
 
 def test_main_passthrough_resume_never_injects(sandbox, fake):
@@ -232,8 +257,15 @@ def test_main_passthrough_resume_never_injects(sandbox, fake):
 
 
 def test_main_resume_session_id(sandbox, fake):
-    assert llmdocker.main(["claude", "-c", "0f8c2d1e-aaaa"]) == 0
-    assert container_command(fake) == ["claude", "--resume", "0f8c2d1e-aaaa"]
+    session_id = write_claude_session(sandbox)
+    assert llmdocker.main(["claude", "-c", session_id]) == 0
+    assert container_command(fake) == ["claude", "--resume", session_id]
+
+
+def test_main_resume_unknown_session_id(sandbox, fake, capsys):
+    assert llmdocker.main(["claude", "-c", "0f8c2d1e-aaaa"]) == 1
+    assert "0f8c2d1e-aaaa" in capsys.readouterr().err
+    assert not any(command.mode == "attach" for command in fake.commands)
 
 
 def test_main_boot_file_too_large(sandbox, fake, capsys):

@@ -21,7 +21,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import _wip_sessions as ld
+import llmdocker as ld
+from tests.unit.test_launcher_fakes import FakeEngine, Sandbox, make_sandbox
 
 WORKDIR = "/home/agent/Projects/my project-1a2b3c4d"
 OTHER_WORKDIR = "/home/agent/Projects/other-99999999"
@@ -820,6 +821,82 @@ def test_slot_concurrent_writers_never_tear(tmp_path: Path) -> None:
         assert store.read(slot) is not None
 
 
+def test_slot_unreadable_record(slots: ld.SlotStore) -> None:
+    slot_file(slots, 1).mkdir(parents=True)
+    with pytest.raises(ld.SessionError, match="cannot be read"):
+        slots.read(1)
+
+
+def test_slot_oversized_record(slots: ld.SlotStore) -> None:
+    Path(slots.directory).mkdir(parents=True)
+    slot_file(slots, 1).write_text(" " * (ld.SLOT_RECORD_MAX_BYTES + 1))
+    with pytest.raises(ld.SessionError, match="larger than"):
+        slots.read(1)
+
+
+def test_slot_record_not_utf8(slots: ld.SlotStore) -> None:
+    Path(slots.directory).mkdir(parents=True)
+    slot_file(slots, 1).write_bytes(b"\xff\xfe{}")
+    with pytest.raises(ld.SessionError, match="not UTF-8"):
+        slots.read(1)
+
+
+def test_slot_read_all_ignores_other_names(slots: ld.SlotStore) -> None:
+    slots.write(2, UUID_A)
+    for name in ("slot-02.json", "slot-0.json", "slot-1000.json", "slot-x.json", "notes.txt"):
+        (Path(slots.directory) / name).write_text("{bad")
+    records, warnings = slots.read_all()
+    assert sorted(records) == [2]
+    assert warnings == []
+
+
+def test_atomic_write_failure_leaves_no_temp(
+    slots: ld.SlotStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slots.write(1, UUID_A)
+    before = slot_file(slots, 1).read_text()
+
+    def failing_replace(source: str, target: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ld.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space"):
+        slots.write(1, UUID_B)
+    monkeypatch.undo()
+
+    assert slot_file(slots, 1).read_text() == before
+    assert sorted(os.listdir(slots.directory)) == [".lock", "slot-1.json"]
+
+
+@pytest.mark.parametrize(
+    ("fragment", "expected"),
+    [
+        ("plain text", "plain text"),
+        ("caf\\u00e9 ok", "café ok"),
+        ("cut in an escape \\u00", "cut in an escape "),
+        ('ends here" and more', "ends here"),
+        ("line one\\nline two", "line one\nline two"),
+    ],
+)
+def test_partial_json_string(fragment: str, expected: str) -> None:
+    assert ld._partial_json_string(fragment) == expected
+
+
+def test_watchdog_finish_twice() -> None:
+    read_fd, write_fd = os.pipe()
+    watchdog = ld.Watchdog(write_fd, 0)
+    watchdog.finish()
+    watchdog.finish()
+    assert os.read(read_fd, 64) == ld.WATCHDOG_DONE
+    os.close(read_fd)
+
+
+def test_opencode_first_prompt_without_db(tmp_path: Path) -> None:
+    store = ld.OpencodeSessions(str(tmp_path / "none.db"), WORKDIR)
+    assert store.first_prompt("ses_x") == ""
+    assert not (tmp_path / "none.db").exists()
+
+
 # ---- session plan -----------------------------------------------------------------------------
 
 
@@ -846,6 +923,16 @@ def test_plan_fresh_claude(
     assert plan.allows_first_message is True
     assert plan.slot == 2
     assert plan.session_id == UUID_C
+
+
+def test_plan_fresh_claude_without_slot(
+    claude: ld.ClaudeSessions, slots: ld.SlotStore, fixed_new_id: str
+) -> None:
+    plan = ld.plan_session(claude, slots, ld.SessionRequest())
+    assert plan.tool_arguments == []
+    assert plan.mode == "new"
+    assert plan.session_id is None
+    assert plan.allows_first_message is True
 
 
 def test_plan_fresh_opencode(opencode_db: Path, tmp_path: Path) -> None:
@@ -883,12 +970,21 @@ def test_plan_continue_opencode(opencode_db: Path, tmp_path: Path) -> None:
     assert plan.session_id == "ses_new"
 
 
-def test_plan_continue_without_sessions(
-    claude: ld.ClaudeSessions, slots: ld.SlotStore, fixed_new_id: str
-) -> None:
+def test_plan_continue_without_sessions(claude: ld.ClaudeSessions, slots: ld.SlotStore) -> None:
     plan = ld.plan_session(claude, slots, ld.SessionRequest(continue_session=True))
     assert plan.mode == "new"
-    assert plan.allows_first_message is True
+    assert plan.allows_first_message is False
+    assert "--continue" not in plan.tool_arguments
+    assert plan.session_id is None
+    assert plan.notices == ["no earlier session in this directory: starting a new session"]
+
+
+def test_plan_continue_only_lossy_siblings(
+    claude: ld.ClaudeSessions, slots: ld.SlotStore, fixed_new_id: str
+) -> None:
+    write_session(folder_of(claude), UUID_B, [user_line("x", cwd=OTHER_WORKDIR)], mtime=2_000)
+    plan = ld.plan_session(claude, slots, ld.SessionRequest(continue_session=True, slot=1))
+    assert plan.mode == "new"
     assert plan.tool_arguments == ["--session-id", UUID_C]
     assert len(plan.notices) == 1
 
@@ -1008,6 +1104,23 @@ def test_plan_passthrough_print_mode(claude: ld.ClaudeSessions, slots: ld.SlotSt
     assert plan.allows_first_message is False
 
 
+def test_plan_print_mode_with_continue(claude: ld.ClaudeSessions, slots: ld.SlotStore) -> None:
+    write_session(folder_of(claude), UUID_A, [user_line("a")])
+    request = ld.SessionRequest(continue_session=True, passthrough=("-p", "hello"))
+    plan = ld.plan_session(claude, slots, request)
+    assert plan.mode == "continue"
+    assert plan.tool_arguments == ["--continue"]
+    assert plan.allows_first_message is False
+
+
+def test_plan_passthrough_args_no_first_message(
+    claude: ld.ClaudeSessions, slots: ld.SlotStore
+) -> None:
+    plan = ld.plan_session(claude, slots, ld.SessionRequest(passthrough=("--version",)))
+    assert plan.mode == "new"
+    assert plan.allows_first_message is False
+
+
 def test_plan_passthrough_names_expected_id(claude: ld.ClaudeSessions, slots: ld.SlotStore) -> None:
     request = ld.SessionRequest(slot=1, passthrough=(f"--resume={UUID_A}",))
     plan = ld.plan_session(claude, slots, request)
@@ -1111,17 +1224,50 @@ def test_save_continued_slot_after_rebuild(claude: ld.ClaudeSessions, slots: ld.
     assert len(claude.names()) == 1
 
 
-def test_save_without_change_keeps_slot(claude: ld.ClaudeSessions, slots: ld.SlotStore) -> None:
+def test_save_fresh_without_session_keeps_slot(
+    claude: ld.ClaudeSessions, slots: ld.SlotStore
+) -> None:
     write_session(folder_of(claude), UUID_A, [user_line("a")], mtime=1_000)
     slots.write(1, UUID_A)
     before = slot_file(slots, 1).read_text()
-    plan = ld.plan_session(claude, slots, ld.SessionRequest(continue_session=True, slot=1))
-    snapshot = claude.snapshot()
+    plan = ld.plan_session(claude, slots, ld.SessionRequest(slot=1))
+    snapshot = ld.snapshot_for(claude, plan)
 
     saved, _ = ld.save_slot_after_exit(claude, snapshot, plan, slots)
 
     assert saved is None
     assert slot_file(slots, 1).read_text() == before
+
+
+def test_save_resumed_without_change_tags_slot(
+    claude: ld.ClaudeSessions, slots: ld.SlotStore
+) -> None:
+    write_session(folder_of(claude), UUID_A, [user_line("a")], mtime=1_000)
+    request = ld.SessionRequest(continue_session=True, session_id=UUID_A, slot=3)
+    plan = ld.plan_session(claude, slots, request)
+    snapshot = ld.snapshot_for(claude, plan)
+
+    saved, _ = ld.save_slot_after_exit(claude, snapshot, plan, slots)
+
+    assert saved == UUID_A
+    record = slots.read(3)
+    assert record is not None
+    assert record.session_id == UUID_A
+
+
+def test_save_resumed_session_deleted_keeps_slot(
+    claude: ld.ClaudeSessions, slots: ld.SlotStore
+) -> None:
+    path = write_session(folder_of(claude), UUID_A, [user_line("a")], mtime=1_000)
+    request = ld.SessionRequest(continue_session=True, session_id=UUID_A, slot=3)
+    plan = ld.plan_session(claude, slots, request)
+    snapshot = ld.snapshot_for(claude, plan)
+    path.unlink()
+
+    saved, _ = ld.save_slot_after_exit(claude, snapshot, plan, slots)
+
+    assert saved is None
+    assert slots.read(3) is None
 
 
 def test_save_concurrent_opencode_slots(opencode_db: Path, tmp_path: Path) -> None:
@@ -1282,7 +1428,7 @@ LAUNCHER_SCRIPT = textwrap.dedent(
     """
     import os, sys, time
     sys.path.insert(0, sys.argv[1])
-    import _wip_sessions as ld
+    import llmdocker as ld
 
     work, mode, session_id = sys.argv[2], sys.argv[3], sys.argv[4]
     workdir = "/home/agent/Projects/app-12345678"
@@ -1291,10 +1437,10 @@ LAUNCHER_SCRIPT = textwrap.dedent(
         with open(os.path.join(work, "engine.log"), "a") as log:
             log.write(" ".join(args) + "\\n")
 
-    request = ld.SessionRequest(slot=1)
-    decision = ld.resolve_session_request(
-        "claude", request, work, os.path.join(work, "slots"), "12345678", "/p/app", workdir
-    )
+    project = ld.Project("/p/app", "/p/app", "app", "12345678", workdir, [])
+    store, slots = ld.project_stores("claude", project, ld.StatePaths(work))
+    decision = ld.plan_session(store, slots, ld.SessionRequest(slot=1))
+    decision.tracker = ld.SessionTracker(store, slots, decision)
     decision.tracker.start(engine, "llm-docker-test", os.path.join(work, "watchdog.log"))
     # What the container does while it runs: Claude Code writes the new session's file.
     folder = decision.tracker.store.folder
@@ -1388,30 +1534,27 @@ def test_watchdog_is_in_own_session(tmp_path: Path) -> None:
 # ---- resolution and listing entry points --------------------------------------------------------
 
 
-def test_resolve_session_request_warns_notice(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    request = ld.SessionRequest(continue_session=True, slot=2)
-    decision = ld.resolve_session_request(
-        "opencode", request, str(tmp_path), str(tmp_path / "slots"), "1a2b3c4d", HOST_PROJECT,
-        WORKDIR,
-    )  # fmt: skip
-    assert decision.mode == "new"
-    assert decision.tracker is not None
-    assert "slot 2 has no saved session" in capsys.readouterr().err
+def make_project(state_root: Path) -> tuple[ld.Project, ld.StatePaths]:
+    project = ld.Project(HOST_PROJECT, HOST_PROJECT, "my project", "1a2b3c4d", WORKDIR, [])
+    return project, ld.StatePaths(str(state_root))
 
 
-def test_show_sessions_json(tmp_path: Path) -> None:
-    store = ld.session_store("claude", str(tmp_path), WORKDIR)
+def test_project_stores_paths(tmp_path: Path) -> None:
+    project, state = make_project(tmp_path)
+    store, slots = ld.project_stores("opencode", project, state)
+    assert isinstance(store, ld.OpencodeSessions)
+    assert store.workdir == WORKDIR
+    assert slots.directory == str(tmp_path / "slots" / "opencode" / "1a2b3c4d")
+    assert slots.project == HOST_PROJECT
+
+
+def test_show_sessions_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    project, state = make_project(tmp_path)
+    store, _ = ld.project_stores("claude", project, state)
     assert isinstance(store, ld.ClaudeSessions)
     write_session(folder_of(store), UUID_A, [user_line("hello")])
-    out: list[str] = []
-    code = ld.show_sessions(
-        "claude", str(tmp_path), str(tmp_path / "slots"), "1a2b3c4d", HOST_PROJECT, WORKDIR,
-        True, out.append,
-    )  # fmt: skip
-    assert code == 0
-    assert json.loads("".join(out))["sessions"][0]["id"] == UUID_A
+    assert ld.show_sessions("claude", project, state, True) == 0
+    assert json.loads(capsys.readouterr().out)["sessions"][0]["id"] == UUID_A
 
 
 def test_session_store_paths(tmp_path: Path) -> None:
@@ -1421,3 +1564,123 @@ def test_session_store_paths(tmp_path: Path) -> None:
     assert claude.folder.startswith("/state/claude/config/projects/-home-agent-Projects-")
     assert isinstance(opencode, ld.OpencodeSessions)
     assert opencode.db_path == "/state/opencode/data/opencode.db"
+
+
+# ---- through main() with a fake engine ----------------------------------------------------------
+
+
+class ContainerFake(FakeEngine):
+    """A fake engine whose attached container writes a Claude Code session file."""
+
+    def __init__(self, state: Path, write_session: bool = True) -> None:
+        super().__init__()
+        self.state = state
+        self.write_session = write_session
+
+    def __call__(self, command: ld.Command) -> ld.CommandResult:
+        if command.mode == "attach" and self.write_session:
+            argv = command.argv
+            session_id = argv[argv.index("--session-id") + 1] if "--session-id" in argv else None
+            if session_id is None and "--resume" in argv:
+                session_id = argv[argv.index("--resume") + 1]
+            workdir = argv[argv.index("--workdir") + 1]
+            folder = self.state / "claude/config/projects" / ld.claude_folder_name(workdir)
+            write_session(folder, session_id or UUID_C, [user_line("from main", cwd=workdir)])
+        return super().__call__(command)
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
+    return make_sandbox(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def container(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> ContainerFake:
+    fake = ContainerFake(sandbox.state)
+    fake.images.update(ld.IMAGE_TAGS.values())
+    monkeypatch.setattr(ld, "run_command", fake)
+    return fake
+
+
+def project_slots(sandbox: Sandbox, tool: str = "claude") -> ld.SlotStore:
+    root = os.path.realpath(sandbox.project)
+    project_id = hashlib.sha256(os.fsencode(root)).hexdigest()[:8]
+    return ld.SlotStore(str(sandbox.state / "slots"), tool, project_id, root)
+
+
+def test_main_slot_saved_after_exit(sandbox: Sandbox, container: ContainerFake) -> None:
+    assert ld.main(["claude", "--slot", "2"]) == 0
+    argv = container.run_command().argv
+    session_id = argv[argv.index("--session-id") + 1]
+    record = project_slots(sandbox).read(2)
+    assert record is not None
+    assert record.session_id == session_id
+    assert container.run_command().env["LLM_DOCKER_SESSION"] == "new"
+
+
+def test_main_continue_slot_resumes(sandbox: Sandbox, container: ContainerFake) -> None:
+    assert ld.main(["claude", "--slot", "1"]) == 0
+    first = project_slots(sandbox).read(1)
+    assert first is not None
+    container.commands.clear()
+
+    assert ld.main(["claude", "-c", "--slot", "1"]) == 0
+
+    command = container.run_command()
+    assert command.argv[-2:] == ["--resume", first.session_id]
+    assert command.env["LLM_DOCKER_SESSION"] == "resume"
+    again = project_slots(sandbox).read(1)
+    assert again is not None
+    assert again.session_id == first.session_id
+
+
+def test_main_slot_session_gone_notice(
+    sandbox: Sandbox, container: ContainerFake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project_slots(sandbox).write(1, UUID_A)
+    assert ld.main(["claude", "-c", "--slot", "1"]) == 0
+    assert f"slot 1's session {UUID_A} no longer exists" in capsys.readouterr().err
+    assert "--session-id" in container.run_command().argv
+
+
+def test_main_unknown_session_lists_recent(
+    sandbox: Sandbox, container: ContainerFake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert ld.main(["claude", "--slot", "1"]) == 0
+    known = project_slots(sandbox).read(1)
+    assert known is not None
+    capsys.readouterr()
+
+    assert ld.main(["claude", "-c", UUID_B]) == 1
+
+    err = capsys.readouterr().err
+    assert f"no session '{UUID_B}'" in err
+    assert known.session_id in err
+    assert "from main" in err
+
+
+def test_main_sessions_json(
+    sandbox: Sandbox, container: ContainerFake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert ld.main(["claude", "--slot", "3"]) == 0
+    capsys.readouterr()
+    container.commands.clear()
+
+    assert ld.main(["claude", "--sessions", "--json"]) == 0
+
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["sessions"][0]["slots"] == [3]
+    assert listed["sessions"][0]["first_prompt"] == "from main"
+    assert container.commands == []
+
+
+def test_main_json_needs_sessions(
+    sandbox: Sandbox, container: ContainerFake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert ld.main(["claude", "--json"]) == 2
+    assert "--json only applies to --sessions" in capsys.readouterr().err
+
+
+def test_main_dry_run_saves_nothing(sandbox: Sandbox, container: ContainerFake) -> None:
+    assert ld.main(["claude", "--dry-run", "--slot", "1"]) == 0
+    assert not (sandbox.state / "slots").exists()
