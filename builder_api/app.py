@@ -10,17 +10,17 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sys
 import time
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from . import __version__, wsproto
 from .auth import AuthGuard, password_matches
-from .builds import MAX_ARGS, BuildQueue, NotCancellable, QueueFull
+from .builds import BUILD_STOP_GRACE_S, MAX_ARGS, BuildQueue, NotCancellable, QueueFull
 from .config import Config, is_loopback
 from .events import EventFeed
 from .httpcore import (
+    JSON_TYPE,
     HttpError,
     Request,
     Response,
@@ -30,7 +30,7 @@ from .httpcore import (
     split_host,
 )
 from .logtail import tail_fd
-from .paths import PathEscapeError, open_inside
+from .paths import PathEscapeError, open_inside, resolve_inside
 from .runner import NoStartCommand, Runner
 from .wshub import Follower, Heartbeat, Hub
 
@@ -48,6 +48,8 @@ MAX_TAIL_LINES = 10000
 # Most events one /events reply carries.
 MAX_EVENTS = 5000
 MAX_BUILD_ID = 1 << 40
+# Seconds DELETE /queue/<id> waits beyond the build's TERM grace for the worker to record it.
+CANCEL_WAIT_EXTRA_S = 5.0
 # Query parameters each built-in endpoint accepts, besides `key` (the password) everywhere.
 # Other names get 400, so a typo such as `?wiat=60` is not silently ignored.
 QUERY_KEYS: dict[str, frozenset[str]] = {
@@ -206,6 +208,8 @@ class App:
 
         self._check_query_keys(request)
         handler = self.routes.get((request.method, request.path))
+        if handler is not None and request.method == "POST" and request.path != "/log":
+            request.json()  # 415/400 for a body that is not JSON, even where it is ignored
         if handler is None:
             if request.method == "DELETE" and request.path.startswith("/queue/"):
                 return self.h_cancel(request)
@@ -273,10 +277,12 @@ class App:
         password = self.password or ""
         locked = self.guard.locked_for(request.client)
         if locked > 0:
+            seconds = int(locked) + 1
             raise HttpError(
                 429,
-                "too many failed password attempts; locked out",
-                {"Retry-After": str(int(locked) + 1)},
+                f"too many failed password attempts from {request.client}: locked out for "
+                f"{seconds} more seconds",
+                {"Retry-After": str(seconds)},
             )
         offered = request.header(PASSWORD_HEADER) or request.query.get("key")
         if password_matches(password, offered):
@@ -287,12 +293,6 @@ class App:
                 "client %s locked out for %ss after repeated password failures",
                 request.client,
                 int(self.config.security.lockout_s),
-            )
-            print(
-                f"builder-api: warning: client {request.client} locked out after repeated "
-                f"password failures",
-                file=sys.stderr,
-                flush=True,
             )
             self.events.emit(
                 "auth_lockout",
@@ -363,6 +363,7 @@ class App:
                 )
         if not self.config.build.command:
             raise HttpError(409, "no build.command is configured for this project")
+        self._check_runtime_log("build")
         try:
             build = self.builds.submit(args, request.agent)
         except QueueFull as exc:
@@ -389,6 +390,9 @@ class App:
         data = build.summary()
         data["done"] = build.done
         data["timed_out"] = not finished
+        if self.builds.stopping:
+            # The daemon woke this long-poll early because it is stopping.
+            data["shutting_down"] = True
         if build.done:
             data["log_tail"] = self.builds.log_tail(build, n)
         return Response.json(data)
@@ -406,6 +410,8 @@ class App:
             raise HttpError(404, f"no build {raw}") from None
         except NotCancellable as exc:
             raise HttpError(409, str(exc)) from None
+        # The worker stops a running build, so wait for it and reply with the new state.
+        self.builds.wait(build.id, BUILD_STOP_GRACE_S + CANCEL_WAIT_EXTRA_S)
         return Response.json(build.summary())
 
     def h_logs(self, request: Request) -> Response:
@@ -446,7 +452,17 @@ class App:
             raise HttpError(403, f"the event feed cannot be read: {exc.strerror}") from None
         return Response.json({"events": events})
 
+    def _check_runtime_log(self, alias: str) -> None:
+        """Raise 403 when the build or run log now resolves outside the project (a symlink)."""
+        try:
+            resolve_inside(self.config.project_root, self.config.logs[alias])
+        except PathEscapeError:
+            LOG.warning("the %s log now resolves outside the project root; refused", alias)
+            raise HttpError(403, f"the {alias} log now resolves outside the project root") from None
+
     def h_run(self, request: Request) -> Response:
+        if self.config.run.start_command:
+            self._check_runtime_log("run")
         try:
             status = self.runner.restart(request.agent)
         except NoStartCommand as exc:
@@ -494,7 +510,8 @@ class App:
         )
 
     def h_browser_log(self, request: Request) -> Response:
-        body = request.json()
+        # browser.js sends text/plain, which keeps its cross-origin POST free of a preflight.
+        body = request.json((JSON_TYPE, "text/plain"))
         entries = body.get("entries") if isinstance(body, dict) and "entries" in body else [body]
         if not isinstance(entries, list) or not entries or len(entries) > MAX_BROWSER_ENTRIES:
             raise HttpError(
@@ -506,6 +523,8 @@ class App:
         for entry in entries:
             if not isinstance(entry, dict):
                 raise HttpError(400, "each entry must be a JSON object")
+            if not isinstance(entry.get("message"), str):
+                raise HttpError(400, 'each entry needs a "message" string field')
             level = entry.get("level", "log")
             if level not in BROWSER_LEVELS:
                 raise HttpError(400, f"level must be one of {', '.join(BROWSER_LEVELS)}")

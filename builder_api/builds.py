@@ -33,8 +33,34 @@ BUILD_STOP_GRACE_S = 3.0
 MAX_ARGS = 64
 
 PENDING, RUNNING = "pending", "running"
+# File under server.runtime_dir with the last build id, so ids stay unique across restarts
+# (build.log and events.jsonl keep entries of earlier daemons).
+COUNTER_NAME = "last-build-id"
+
 SUCCESS, FAILED, CANCELLED, TIMEOUT, ERROR = "success", "failed", "cancelled", "timeout", "error"
 FINISHED = (SUCCESS, FAILED, CANCELLED, TIMEOUT, ERROR)
+
+
+def read_counter(path: str) -> int:
+    """Return the last build id stored in `path`, or 0 when it is missing or unreadable."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            text = handle.read(32).strip()
+    except (OSError, UnicodeDecodeError):
+        return 0
+    return int(text) if text.isdigit() else 0
+
+
+def write_counter(path: str, value: int) -> None:
+    """Store the last build id atomically (a temporary file, then os.replace)."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with open(fd, "w", encoding="ascii") as handle:
+            handle.write(f"{value}\n")
+        os.replace(temporary, path)
+    except OSError as exc:
+        LOG.warning("cannot store the last build id in %s: %s", path, exc.strerror or exc)
 
 
 class QueueFull(Exception):
@@ -59,6 +85,8 @@ class Build:
     cancel_requested: bool = False
     log_start: int = 0
     log_end: int = 0
+    # How many times build.log had been rotated when this build started; see log_tail.
+    log_generation: int = 0
     error: str | None = None
 
     @property
@@ -99,7 +127,9 @@ class BuildQueue:
         self._proc: subprocess.Popen | None = None
         self._history: deque[Build] = deque(maxlen=config.build.history)
         self._by_id: dict[int, Build] = {}
-        self._next_id = 1
+        self._counter_file = os.path.join(config.runtime_dir, COUNTER_NAME)
+        self._next_id = read_counter(self._counter_file) + 1
+        self._log_generation = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -113,11 +143,15 @@ class BuildQueue:
         """Cancel pending builds, stop the running one, and end the worker."""
         with self.changed:
             self._stopping = True
-            while self._pending:
-                self._finish(self._pending.popleft(), CANCELLED, None)
+            cancelled = list(self._pending)
+            self._pending.clear()
+            for build in cancelled:
+                self._finish(build, CANCELLED, None)
             if self._running is not None:
                 self._running.cancel_requested = True
             self.changed.notify_all()
+        for build in cancelled:
+            self.events.emit("build_cancel", build=build.id, agent="daemon", reason="shutdown")
         if self._thread is not None:
             self._thread.join(timeout=BUILD_STOP_GRACE_S + 10)
 
@@ -134,6 +168,7 @@ class BuildQueue:
                 )
             build = Build(self._next_id, list(args), agent)
             self._next_id += 1
+            write_counter(self._counter_file, build.id)
             self._pending.append(build)
             self._by_id[build.id] = build
             self.changed.notify_all()
@@ -156,6 +191,10 @@ class BuildQueue:
             self.changed.notify_all()
         self.events.emit("build_cancel", build=build_id, agent=agent)
         return build
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def get(self, build_id: int) -> Build | None:
         with self.changed:
@@ -201,8 +240,13 @@ class BuildQueue:
     def log_tail(self, build: Build, n: int) -> list[str]:
         if build.started_at is None:
             return []
+        path = self.log_path
+        if build.log_generation == self._log_generation - 1:
+            path += procs.ROTATED_SUFFIX
+        elif build.log_generation != self._log_generation:
+            return []  # its log was rotated out twice and is gone
         try:
-            fd = open_inside(self.config.project_root, self.log_path, os.O_RDONLY)
+            fd = open_inside(self.config.project_root, path, os.O_RDONLY)
         except OSError:
             return []
         try:
@@ -262,6 +306,9 @@ class BuildQueue:
 
     def _run_one(self, build: Build) -> None:
         argv = list(self.config.build.command) + build.args
+        if procs.rotate_log(self.config.project_root, self.log_path):
+            self._log_generation += 1
+        build.log_generation = self._log_generation
         self._append_log(f"=== build {build.id} by {build.agent}: {procs.argv_text(argv)}\n")
         build.log_start = self._log_size()
         env = {EVENTS_ENV: self.events.path, "BUILDER_API_BUILD_ID": str(build.id)}

@@ -262,7 +262,10 @@ def _finish_build(result: dict[str, Any], as_json: bool) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.url is not None and not args.url.startswith(("http://", "https://")):
+        parser.error(f"--url must start with http:// or https://, got {args.url!r}")
     try:
         client = BuilderClient(url=args.url)
         if args.command == "build":

@@ -20,6 +20,8 @@ from .paths import PathEscapeError, resolve_inside
 
 # Config file names looked up in the project root, in this order.
 CONFIG_NAMES = (".builder-api.toml", ".builder-api.json", ".builder-api.yml", ".builder-api.yaml")
+# Extensions a --config file may have; the extension picks the parser.
+CONFIG_EXTENSIONS = (".toml", ".json", ".yml", ".yaml")
 
 # Config.source when no config file was found.
 DEFAULTS_SOURCE = "(defaults)"
@@ -109,11 +111,13 @@ class Config:
         """Return a copy with the command-line overrides applied and checked."""
         server = self.server
         if bind is not None:
-            _check_bind("--bind", "bind", bind)
+            _check_bind("command line", "--bind", bind)
             server = ServerConfig(bind, server.port, server.password_env, server.runtime_dir)
         if port is not None:
             if not 0 <= port <= 65535:
-                raise ConfigError("--port", "port", f"{port} is not a port number (0-65535)")
+                raise ConfigError(
+                    "command line", "--port", f"{port} is not a port number (0-65535)"
+                )
             server = ServerConfig(server.bind, port, server.password_env, server.runtime_dir)
         return Config(
             self.project_root,
@@ -324,9 +328,20 @@ def parse_text(file: str, text: str) -> dict[str, Any]:
 def load_config(project_dir: str, config_file: str | None = None) -> Config:
     """Find, read, parse and validate the project's config. No file means all defaults."""
     root = os.path.realpath(project_dir)
-    if not os.path.isdir(root):
+    if not os.path.exists(root):
         raise ConfigError(project_dir, "", "the project directory does not exist")
+    if not os.path.isdir(root):
+        raise ConfigError(
+            project_dir, "", "is not a directory: --project takes the project's root directory"
+        )
     path = config_file or find_config(root)
+    if path is not None and not path.lower().endswith(CONFIG_EXTENSIONS):
+        raise ConfigError(
+            path,
+            "",
+            "the config file extension is not supported (supported: "
+            f"{', '.join(CONFIG_EXTENSIONS)})",
+        )
     if path is None:
         return build_config(root, DEFAULTS_SOURCE, {})
     try:
@@ -428,6 +443,8 @@ def build_config(root: str, file: str, data: Mapping[str, Any]) -> Config:
         plugin = _resolve(file, "plugin", root, _nonempty_str(file, "plugin", data["plugin"]))
         if not plugin.endswith(".py"):
             raise ConfigError(file, "plugin", "must name a .py file in the project")
+        if not os.path.isfile(plugin):
+            raise ConfigError(file, "plugin", f"the plugin file {plugin} does not exist")
 
     return Config(
         root, file, server, build, run, security, websocket, logs, events_file, runtime_dir, plugin

@@ -5,6 +5,7 @@ stop builds and the runtime process cleanly on SIGINT/SIGTERM.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import shutil
@@ -58,6 +59,8 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
     )
 
 
+# Seconds the server waits at shutdown for requests in progress to send their answers.
+SHUTDOWN_DRAIN_S = 2.0
 # File under server.runtime_dir that one daemon per project holds an exclusive flock on.
 LOCK_NAME = "daemon.lock"
 
@@ -91,6 +94,19 @@ def lock_project(config: Config) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
+
+
+def bind_failure(config: Config, exc: OSError) -> str:
+    """Return the message for a failed bind, with the fix that matches its cause."""
+    address = f"{config.server.bind}:{config.server.port}"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"cannot bind {address}: this host has no address {config.server.bind} "
+            "(set server.bind or --bind to one of its addresses, e.g. 127.0.0.1)"
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return f"cannot bind {address}: the port is in use (change server.port or use --port)"
+    return f"cannot bind {address}: {exc.strerror or exc}"
 
 
 def build_program_problem(config: Config) -> str | None:
@@ -158,11 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = Server(app, config.server.bind, config.server.port)
     except OSError as exc:
-        print(
-            f"builder-api: error: cannot bind {config.server.bind}:{config.server.port}: "
-            f"{exc.strerror or exc} (change server.port or use --port)",
-            file=sys.stderr,
-        )
+        print(f"builder-api: error: {bind_failure(config, exc)}", file=sys.stderr)
         os.close(lock_fd)
         return 1
     try:
@@ -197,7 +209,11 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
-    server.stop()
+    # Order matters: no new connections, then the app wakes long-polls (they answer with
+    # "shutting_down": true) and sends WebSocket clients a close frame, then the server waits
+    # briefly for those answers before it cuts the remaining connections.
+    server.close_listener()
     app.shutdown()
+    server.stop(drain_s=SHUTDOWN_DRAIN_S)
     os.close(lock_fd)
     return 0

@@ -17,6 +17,7 @@ MAX_HEAD_BYTES = 16 * 1024
 MAX_HEADERS = 100
 MAX_TARGET_BYTES = 8 * 1024
 MAX_QUERY_FIELDS = 64
+JSON_TYPE = "application/json"
 
 TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"}
@@ -73,14 +74,43 @@ class Request:
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name.lower(), default)
 
-    def json(self) -> Any:
-        """The body as JSON (an empty body is {}); 400 on anything that is not JSON."""
+    def json(self, content_types: tuple[str, ...] = (JSON_TYPE,)) -> Any:
+        """Return the body as JSON; an empty body is {} (no arguments).
+
+        Raises 415 when a non-empty body's Content-Type is not in `content_types`, and 400 on
+        a body that is not JSON or repeats a key in one object.
+        """
         if not self.body:
             return {}
+        media_type = self.header("content-type").split(";", 1)[0].strip().lower()
+        if media_type not in content_types:
+            shown = repr(media_type[:60]) if media_type else "none"
+            raise HttpError(
+                415,
+                f"a JSON body needs Content-Type: {content_types[0]} (got {shown}); "
+                "send no body at all for no arguments",
+            )
         try:
-            return json.loads(self.body.decode("utf-8"))
+            return json.loads(self.body.decode("utf-8"), object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            raise HttpError(400, f"the request body repeats the JSON key {exc.key!r}") from None
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise HttpError(400, "the request body is not valid JSON") from None
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key[:60]
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
 
 
 @dataclass

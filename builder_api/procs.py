@@ -11,7 +11,12 @@ import subprocess
 import time
 from collections.abc import Sequence
 
-from .paths import open_inside
+from .paths import open_inside, resolve_inside
+
+# Size at which the build and run logs are rotated, checked when the next build or run starts.
+# One old file (`build.log.1`, `run.log.1`) is kept.
+MAX_LOG_BYTES = 10 * 1024 * 1024
+ROTATED_SUFFIX = ".1"
 
 
 def spawn(
@@ -51,6 +56,21 @@ def append_log(root: str, log_path: str, text: str) -> None:
         os.write(fd, text.encode("utf-8", "replace"))
     finally:
         os.close(fd)
+
+
+def rotate_log(root: str, log_path: str) -> bool:
+    """Rename the log to `<log>.1` (replacing an older one) once it reaches MAX_LOG_BYTES.
+
+    Returns whether it rotated. A log that resolves outside the root is left alone.
+    """
+    try:
+        real = resolve_inside(root, log_path)
+        if os.path.getsize(real) < MAX_LOG_BYTES:
+            return False
+        os.replace(real, real + ROTATED_SUFFIX)
+    except OSError:  # missing, or PathEscapeError
+        return False
+    return True
 
 
 def log_size(root: str, log_path: str) -> int:

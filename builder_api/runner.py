@@ -1,7 +1,8 @@
 """The one long-lived runtime process (`run.start_command`): /run (re)starts it, /stop stops it.
 
 No API-supplied arguments: the command comes from the config only. Stopping signals the whole
-process group, TERM first and KILL after `run.stop_grace_s`.
+process group, TERM first and KILL after `run.stop_grace_s`, even when its main process has
+already exited and left other members behind.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Runner:
         with self._control:
             self._stop_locked(agent)
             env = {EVENTS_ENV: self.events.path}
+            procs.rotate_log(self.config.project_root, self.log_path)
             procs_log = f"=== run by {agent}: {procs.argv_text(argv)}\n"
             self._append(procs_log)
             proc = procs.spawn(

@@ -99,17 +99,36 @@ class Server:
             )
             thread.start()
 
-    def stop(self) -> None:
+    def close_listener(self) -> None:
+        """Stop accepting connections; requests in progress go on."""
         self._stopping.set()
         with contextlib.suppress(OSError):
             self.sock.close()
+
+    def stop(self, drain_s: float = 0.0) -> None:
+        """Stop accepting, give requests in progress up to `drain_s` to respond, then cut the rest.
+
+        Idle keep-alive connections end at once (their read side is shut down). A handler that
+        is still busy after `drain_s` (a long-poll the app did not wake) loses its connection.
+        """
+        self.close_listener()
+        self._shutdown_conns(socket.SHUT_RD)
+        deadline = time.monotonic() + drain_s
+        while time.monotonic() < deadline:
+            with self._conns_lock:
+                if not self._conns:
+                    break
+            time.sleep(0.02)
+        self._shutdown_conns(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _shutdown_conns(self, how: int) -> None:
         with self._conns_lock:
             conns = list(self._conns)
         for conn in conns:
             with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+                conn.shutdown(how)
 
     def _refuse(self, conn: socket.socket) -> None:
         """Answer 503 on a connection over the cap, from a short-lived thread (also capped)."""
@@ -210,6 +229,9 @@ class Server:
         while b"\r\n\r\n" not in buffer:
             if len(buffer) > MAX_HEAD_BYTES:
                 raise HttpError(431, "request head too large")
+            if b"\n\n" in buffer:
+                # A head ended by bare LFs would otherwise wait for CRLF CRLF until the timeout.
+                raise HttpError(400, "request head lines must end with CRLF, not a bare LF")
             buffer += self._recv(conn, deadline, bool(buffer))
         head, _, buffer = buffer.partition(b"\r\n\r\n")
         # Tolerate leading blank lines between pipelined requests (RFC 9112 2.2).

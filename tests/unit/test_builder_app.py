@@ -288,13 +288,27 @@ def test_auth_failures_outside_window_do_not_add_up(locked_app: App, clock: Fake
     assert locked_app.handle(good).status == 200
 
 
-def test_auth_lockout_warns_and_emits_event(
-    locked_app: App, capsys: pytest.CaptureFixture[str]
+def test_auth_lockout_warns_once_and_emits_event(
+    locked_app: App, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="builder_api"):
+        for _ in range(5):
+            locked_app.handle(request("POST", "/stop"))
+    events = body(locked_app.handle(request("GET", "/events?type=auth_lockout")))["events"]
+    warnings = [record for record in caplog.records if "locked out" in record.getMessage()]
+    assert len(events) == 1
+    assert len(warnings) == 1
+    assert "locked out" not in capsys.readouterr().err  # the log line only, not a second copy
+
+
+def test_auth_lockout_429_says_seconds(locked_app: App) -> None:
     for _ in range(3):
         locked_app.handle(request("POST", "/stop"))
-    events = body(locked_app.handle(request("GET", "/events?type=auth_lockout")))["events"]
-    assert (len(events), "locked out" in capsys.readouterr().err) == (1, True)
+    response = locked_app.handle(request("POST", "/stop"))
+    assert response.status == 429
+    assert "locked out for 61 more seconds" in body(response)["error"]
 
 
 # -- Hypothesis: any query or body yields a 4xx or a success, never a 5xx ---------------------
@@ -456,3 +470,35 @@ def test_query_key_given_twice_400() -> None:
         parse_target("/logs?file=app&file=run")
     assert caught.value.status == 400
     assert "query parameter 'file' is given twice" in caught.value.message
+
+
+@pytest.mark.parametrize("path", ["/build", "/run", "/stop"])
+def test_json_body_needs_content_type(app: App, path: str) -> None:
+    response = app.handle(request("POST", path, {"args": ["ok"]}, {"Content-Type": "text/plain"}))
+    assert response.status == 415
+    assert "Content-Type: application/json" in body(response)["error"]
+
+
+def test_empty_body_means_no_arguments(app: App) -> None:
+    response = app.handle(request("POST", "/build", b"", {"Content-Type": "text/plain"}))
+    assert response.status == 202
+
+
+def test_json_body_duplicate_key_400(app: App) -> None:
+    raw = b'{"args": ["ok"], "args": ["fail"]}'
+    response = app.handle(request("POST", "/build", raw))
+    assert response.status == 400
+    assert "repeats the JSON key 'args'" in body(response)["error"]
+
+
+@pytest.mark.parametrize("entry", [{}, {"level": "info"}, {"message": 5}])
+def test_browser_log_needs_message(app: App, entry: dict[str, Any]) -> None:
+    response = app.handle(request("POST", "/log", entry))
+    assert response.status == 400
+    assert '"message"' in body(response)["error"]
+
+
+def test_browser_log_accepts_text_plain(app: App) -> None:
+    entry = {"level": "info", "message": "hello"}
+    response = app.handle(request("POST", "/log", entry, {"Content-Type": "text/plain"}))
+    assert response.status == 200

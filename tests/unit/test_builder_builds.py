@@ -458,3 +458,98 @@ def test_shutdown_kills_members_after_leader_exit(tmp_path: Path) -> None:
     finally:
         application.shutdown()
     assert _gone(member)
+
+
+def test_cancel_running_answers_new_state(app: App) -> None:
+    build_id = queue_build(app, "hang")
+    deadline = time.monotonic() + 5
+    while body(app.handle(request("GET", "/queue")))["running"] is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    response = app.handle(request("DELETE", f"/queue/{build_id}"))
+    assert response.status == 200
+    assert body(response)["state"] == "cancelled"
+
+
+def test_swapped_runtime_dir_403(tmp_path: Path) -> None:
+    import shutil
+
+    from tests.unit.test_builder_support import make_config
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "project"
+    root.mkdir()
+    application = App(make_config(root))
+    application.start()
+    try:
+        shutil.rmtree(application.config.runtime_dir)
+        os.symlink(outside, application.config.runtime_dir)
+        build = application.handle(request("POST", "/build", {"args": ["ok"]}))
+        run = application.handle(request("POST", "/run"))
+    finally:
+        application.shutdown()
+    assert build.status == 403
+    assert run.status == 403
+    assert "outside the project root" in body(build)["error"]
+    assert list(outside.iterdir()) == []
+
+
+def test_build_ids_continue_after_restart(tmp_path: Path) -> None:
+    from tests.unit.test_builder_support import make_config
+
+    config = make_config(tmp_path)
+    first = App(config)
+    first.start()
+    try:
+        ids = [queue_build(first, "ok"), queue_build(first, "ok")]
+    finally:
+        first.shutdown()
+    second = App(config)
+    second.start()
+    try:
+        later = queue_build(second, "ok")
+    finally:
+        second.shutdown()
+    assert ids == [1, 2]
+    assert later == 3
+
+
+def test_build_log_rotates_and_keeps_tails(tmp_path: Path, monkeypatch) -> None:
+    from builder_api import procs
+    from tests.unit.test_builder_support import make_config
+
+    monkeypatch.setattr(procs, "MAX_LOG_BYTES", 100)
+    application = App(make_config(tmp_path))
+    application.start()
+    try:
+        first = queue_build(application, "ok")
+        first_status = wait_status(application, first)
+        second = queue_build(application, "fail")
+        second_status = wait_status(application, second)
+        first_again = wait_status(application, first)
+    finally:
+        application.shutdown()
+    log = Path(application.config.logs["build"])
+    assert Path(str(log) + ".1").exists()
+    assert f"=== build {first} " not in log.read_text()
+    assert "it failed" in second_status["log_tail"]
+    assert first_again["log_tail"] == first_status["log_tail"]
+    assert "build ok" in first_again["log_tail"]
+
+
+def test_run_log_rotates_at_restart(tmp_path: Path, monkeypatch) -> None:
+    from builder_api import procs
+    from tests.unit.test_builder_support import make_config
+
+    monkeypatch.setattr(procs, "MAX_LOG_BYTES", 10)
+    application = App(make_config(tmp_path))
+    application.start()
+    try:
+        application.handle(request("POST", "/run"))
+        time.sleep(0.2)
+        application.handle(request("POST", "/run"))
+    finally:
+        application.shutdown()
+    log = Path(application.config.logs["run"])
+    assert "=== run by" in Path(str(log) + ".1").read_text()

@@ -203,10 +203,15 @@ def test_cli_build_error_prints_reason(
 
 
 @pytest.mark.parametrize("count", ["-1", "0", "10001", "x"])
-def test_cli_logs_bad_count_usage_error(
-    count: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_logs_bad_count_usage_error(count: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         client_module.main(["logs", "app", "-n", count])
     assert caught.value.code == 2
     assert "must be an integer from 1 to 10000" in capsys.readouterr().err
+
+
+def test_cli_url_flag_bad_scheme_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        client_module.main(["--url", "ftp://x", "status"])
+    assert caught.value.code == 2
+    assert "--url must start with http:// or https://" in capsys.readouterr().err

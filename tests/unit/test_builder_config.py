@@ -218,7 +218,9 @@ def test_config_any_text_parses_or_raises_config_error(text: str, ext: str) -> N
         (["sh", "-c", "true"], None),
     ],
 )
-def test_build_program_problem_cases(tmp_path: Path, command: list[str], expected: str | None) -> None:
+def test_build_program_problem_cases(
+    tmp_path: Path, command: list[str], expected: str | None
+) -> None:
     from builder_api.daemon import build_program_problem
     from tests.unit.test_builder_support import make_config
 
@@ -293,3 +295,55 @@ def test_daemon_without_config_says_defaults(tmp_path: Path) -> None:
     defaults = [line for line in lines if "runs with defaults" in line]
     assert len(defaults) == 1
     assert ".builder-api.toml, .builder-api.json" in defaults[0]
+
+
+def _daemon_main(argv: list[str]) -> int:
+    from builder_api.daemon import main
+
+    return main(argv)
+
+
+def test_daemon_missing_plugin_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / ".builder-api.json").write_text(json.dumps({"plugin": "gone.py"}))
+    assert _daemon_main(["--project", str(tmp_path), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "plugin: the plugin file" in err
+    assert "gone.py does not exist" in err
+
+
+def test_daemon_config_extension_unsupported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a.ini").write_text("[build]\n")
+    code = _daemon_main(["--project", str(tmp_path), "--config", str(tmp_path / "a.ini")])
+    assert code == 2
+    assert "extension is not supported (supported: .toml, .json, .yml, .yaml)" in (
+        capsys.readouterr().err
+    )
+
+
+def test_daemon_project_not_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    file = tmp_path / "plain"
+    file.write_text("")
+    assert _daemon_main(["--project", str(file)]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_daemon_bind_error_names_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _daemon_main(["--project", str(tmp_path), "--bind", "nowhere"]) == 2
+    assert "command line: --bind: 'nowhere' is not an IP address" in capsys.readouterr().err
+
+
+def test_bind_failure_names_missing_address(tmp_path: Path) -> None:
+    import errno
+    import socket
+
+    from builder_api.daemon import bind_failure
+
+    config = load_config(str(tmp_path)).with_overrides("192.0.2.1", 6666)
+    with socket.socket() as probe, pytest.raises(OSError) as caught:
+        probe.bind(("192.0.2.1", 0))  # TEST-NET-1: no host has it; bind sends nothing
+    assert caught.value.errno == errno.EADDRNOTAVAIL
+    message = bind_failure(config, caught.value)
+    assert "this host has no address 192.0.2.1" in message
+    assert "port" not in message.split(":", 2)[2]

@@ -209,7 +209,9 @@ def _post(port: int, path: str, payload: object = None) -> dict:
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("POST", path, body=json.dumps(payload or {}))
+    conn.request(
+        "POST", path, body=json.dumps(payload or {}), headers={"Content-Type": "application/json"}
+    )
     data = json.loads(conn.getresponse().read())
     conn.close()
     return data
@@ -278,6 +280,7 @@ def test_server_expect_100_continue(live: Live) -> None:
     body = b'{"level": "info", "message": "' + b"m" * 2000 + b'"}'
     head = (
         "POST /log HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
+        "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
@@ -306,3 +309,51 @@ def test_server_access_log_records_agent_without_key(
         False,
         False,
     )
+
+
+def test_daemon_shutdown_answers_waiters(daemon: tuple[subprocess.Popen, int, Path]) -> None:
+    import http.client
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    proc, port, root = daemon
+    hanging = _post(port, "/build", {"args": ["hang"]})["id"]
+    pending = _post(port, "/build", {"args": ["ok"]})["id"]
+    time.sleep(0.3)
+    answers: list[tuple[int, dict]] = []
+
+    def long_poll() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", f"/build_status?id={hanging}&wait=60")
+        response = conn.getresponse()
+        answers.append((response.status, json.loads(response.read())))
+        conn.close()
+
+    poller = threading.Thread(target=long_poll)
+    poller.start()
+    with connect(f"ws://127.0.0.1:{port}/ws", proxy=None, ping_interval=None) as ws:
+        ws.recv(timeout=5)  # hello
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=10)
+    poller.join(timeout=15)
+    proc.wait(timeout=15)
+
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    assert len(answers) == 1
+    assert answers[0][0] == 200
+    assert answers[0][1]["shutting_down"] is True
+    events = [json.loads(line) for line in (root / ".builder-api" / "events.jsonl").open()]
+    cancels = [e for e in events if e["type"] == "build_cancel" and e.get("build") == pending]
+    assert len(cancels) == 1
+
+
+def test_server_bare_lf_head_400_promptly(live: Live) -> None:
+    started = time.monotonic()
+    raw = live.raw(b"GET /status HTTP/1.1\nHost: 127.0.0.1\n\n")
+    assert status_line(raw) == 400
+    assert b"CRLF" in raw
+    assert time.monotonic() - started < 1.0

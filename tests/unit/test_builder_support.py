@@ -115,6 +115,8 @@ def request(
     path, query = parse_target(target)
     raw = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
     merged = {"host": "127.0.0.1:6666"}
+    if raw:
+        merged["content-type"] = "application/json"
     merged.update({k.lower(): v for k, v in (headers or {}).items()})
     return Request(method, path, query, merged, raw, client)
 
@@ -172,7 +174,10 @@ class Live:
         conn = self.conn(timeout)
         try:
             data = None if payload is None else json.dumps(payload).encode()
-            conn.request(method, target, body=data, headers=headers or {})
+            sent = dict(headers or {})
+            if data is not None:
+                sent.setdefault("Content-Type", "application/json")
+            conn.request(method, target, body=data, headers=sent)
             resp = conn.getresponse()
             raw = resp.read()
             try:
