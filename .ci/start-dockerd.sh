@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start one private Docker daemon for the test tiers and wait until it answers.
+# Start one private Docker daemon for the test tiers and wait until it responds.
 #
 # Usage: start-dockerd.sh STATE_DIR
 # Prints "export DOCKER_HOST=unix://..." on success. The daemon keeps its
@@ -30,7 +30,7 @@ mkdir -p "$data_root" "$state_dir/exec"
 [ -f "$state_dir/daemon.json" ] || echo '{}' >"$state_dir/daemon.json"
 
 # setsid: the daemon gets its own session, so a Ctrl-C or the end of the CI
-# step's process group does not reach it; stdin is closed so it holds no pipe.
+# step's process group does not reach it; stdin is closed so it keeps no pipe open.
 setsid dockerd \
   --config-file "$state_dir/daemon.json" \
   --data-root "$data_root" --exec-root "$state_dir/exec" \
@@ -50,5 +50,5 @@ for _ in $(seq 1 $((wait_seconds * 10))); do
   fi
   sleep 0.1
 done
-echo "start-dockerd: dockerd did not answer within ${wait_seconds}s; see $state_dir/dockerd.log" >&2
+echo "start-dockerd: dockerd did not respond within ${wait_seconds}s; see $state_dir/dockerd.log" >&2
 exit 1

@@ -25,7 +25,7 @@ def skip_or_fail(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def docker_env() -> dict[str, str]:
-    """Return the environment for engine calls, or skip when no engine answers."""
+    """Return the environment for engine calls, or skip when no engine responds."""
     if shutil.which("docker") is None:
         skip_or_fail("no docker CLI on PATH: install Docker to run the docker tier")
 
@@ -43,5 +43,5 @@ def docker_env() -> dict[str, str]:
         skip_or_fail(f"the Docker engine did not answer within {ENGINE_PROBE_TIMEOUT_S} s")
     if probe.returncode != 0:
         detail = (probe.stderr.strip().splitlines() or ["no output"])[-1]
-        skip_or_fail(f"no Docker engine answers ({detail}); start one or set DOCKER_HOST")
+        skip_or_fail(f"no Docker engine responds ({detail}); start one or set DOCKER_HOST")
     return env
