@@ -6,7 +6,8 @@
 # Docker Hub may be unreachable, so the base comes from debootstrap
 # (variant minbase) and `docker import`. The Debian mirror is read from this
 # machine's apt sources. The finished root file system is kept as a tarball
-# in $LLM_DOCKER_BASE_CACHE (default /var/cache/llm-docker-ci/base); a later
+# in $LLM_DOCKER_BASE_CACHE (default $CACHE_ROOT/base, and CACHE_ROOT defaults to
+# /var/cache/llm-docker-ci as in .ci/run); a later
 # run imports that tarball instead of running debootstrap again. When the
 # cache directory is missing or not writable, the build runs cold and keeps
 # nothing.
@@ -20,7 +21,7 @@ set -euo pipefail
 
 tag=${1:-llm-docker-base:bookworm}
 suite=${DEBIAN_SUITE:-bookworm}
-cache_dir=${LLM_DOCKER_BASE_CACHE:-/var/cache/llm-docker-ci/base}
+cache_dir=${LLM_DOCKER_BASE_CACHE:-${CACHE_ROOT:-/var/cache/llm-docker-ci}/base}
 import_changes=(-c 'CMD ["/bin/bash"]' -c 'ENV LANG=C.UTF-8')
 
 log() { printf 'build-base-image: %s\n' "$*" >&2; }
