@@ -137,7 +137,8 @@ def test_roundtrip_without_password_refused(
 ) -> None:
     _, port = daemon_on_bridge
     result = in_container(stub_image, docker_env, wget(port, "/status", password=False))
-    assert (result.returncode != 0, "401" in result.stderr) == (True, True)
+    assert result.returncode != 0
+    assert "401" in result.stderr
 
 
 def test_roundtrip_build_and_long_poll(
@@ -153,8 +154,6 @@ def test_roundtrip_build_and_long_poll(
     assert result.returncode == 0, result.stderr
     replies = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     queued, final = replies
-    assert (queued["agent"], final["state"], "built inside the host" in final["log_tail"]) == (
-        "container-1",
-        "success",
-        True,
-    )
+    assert queued["agent"] == "container-1"
+    assert final["state"] == "success"
+    assert "built inside the host" in final["log_tail"]

@@ -120,7 +120,8 @@ def test_secret_read_denied(claude_project, start_mock, tool, secret) -> None:
     assert_denied(tool_result)
     assert "not-a-real" not in tool_result["content"]
     after = (claude_project.project / secret).stat()
-    assert (after.st_mtime_ns, after.st_size) == (before.st_mtime_ns, before.st_size)
+    assert after.st_mtime_ns == before.st_mtime_ns
+    assert after.st_size == before.st_size
 
 
 def test_allowed_read_succeeds(claude_project, start_mock) -> None:

@@ -28,7 +28,9 @@ def wait_status(app: App, build_id: int, wait: float = 15) -> dict:
 def test_build_success_carries_own_log_tail(app: App) -> None:
     build_id = queue_build(app, "ok")
     status = wait_status(app, build_id)
-    assert (status["state"], status["done"], status["timed_out"]) == ("success", True, False)
+    assert status["state"] == "success"
+    assert status["done"] is True
+    assert status["timed_out"] is False
     assert any(f"of build {build_id} args=['ok']" in line for line in status["log_tail"])
 
 
@@ -42,7 +44,8 @@ def test_build_log_tail_is_only_that_build(app: App) -> None:
 
 def test_build_failure_state_and_exit_code(app: App) -> None:
     status = wait_status(app, queue_build(app, "fail"))
-    assert (status["state"], status["exit_code"]) == ("failed", 3)
+    assert status["state"] == "failed"
+    assert status["exit_code"] == 3
 
 
 def test_build_shell_metacharacters_are_inert(app: App) -> None:
@@ -54,11 +57,9 @@ def test_build_long_poll_times_out_and_says_so(app: App) -> None:
     build_id = queue_build(app, "slow")
     started = time.monotonic()
     status = wait_status(app, build_id, wait=0.1)
-    assert (status["timed_out"], status["done"], time.monotonic() - started < 0.5) == (
-        True,
-        False,
-        True,
-    )
+    assert status["timed_out"] is True
+    assert status["done"] is False
+    assert time.monotonic() - started < 0.5
 
 
 def test_build_long_poll_outlives_build(app: App) -> None:
@@ -66,7 +67,9 @@ def test_build_long_poll_outlives_build(app: App) -> None:
     started = time.monotonic()
     status = wait_status(app, build_id, wait=30)
     elapsed = time.monotonic() - started
-    assert (status["done"], status["timed_out"], elapsed < 10) == (True, False, True)
+    assert status["done"] is True
+    assert status["timed_out"] is False
+    assert elapsed < 10
 
 
 def test_build_queue_is_fifo(app: App) -> None:
@@ -89,7 +92,8 @@ def test_build_cancel_pending(app: App) -> None:
     queue_build(app, "hang")
     pending = queue_build(app, "ok")
     response = app.handle(request("DELETE", f"/queue/{pending}"))
-    assert (response.status, body(response)["state"]) == (200, "cancelled")
+    assert response.status == 200
+    assert body(response)["state"] == "cancelled"
 
 
 def test_build_cancel_running_kills_group(app: App) -> None:
@@ -116,11 +120,9 @@ def test_build_queue_shows_pending_running_history(app: App) -> None:
     queue_build(app, "ok")
     time.sleep(0.2)
     snapshot = body(app.handle(request("GET", "/queue")))
-    assert (
-        snapshot["running"]["args"],
-        len(snapshot["pending"]),
-        snapshot["history"][0]["id"],
-    ) == (["hang"], 1, done)
+    assert snapshot["running"]["args"] == ["hang"]
+    assert len(snapshot["pending"]) == 1
+    assert snapshot["history"][0]["id"] == done
 
 
 def test_build_history_is_bounded(app: App) -> None:
@@ -208,7 +210,8 @@ def test_events_feed_symlink_swapped_in_is_not_followed(app: App, tmp_path: Path
 
 def test_logs_missing_file_is_empty(app: App) -> None:
     data = body(app.handle(request("GET", "/logs?file=run")))
-    assert (data["exists"], data["lines"]) == (False, [])
+    assert data["exists"] is False
+    assert data["lines"] == []
 
 
 def test_logtail_big_file_bounded_memory(tmp_path: Path) -> None:
@@ -225,11 +228,9 @@ def test_logtail_big_file_bounded_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
     finally:
         os.close(fd)
-    assert (len(lines), lines[-1], peak < 2 * 1024 * 1024) == (
-        200,
-        "00039999 some log text here",
-        True,
-    )
+    assert len(lines) == 200
+    assert lines[-1] == "00039999 some log text here"
+    assert peak < 2 * 1024 * 1024
 
 
 def test_logtail_long_line_is_cut(tmp_path: Path) -> None:
@@ -240,7 +241,8 @@ def test_logtail_long_line_is_cut(tmp_path: Path) -> None:
         lines = tail_fd(fd, 5)
     finally:
         os.close(fd)
-    assert (len(lines), lines[0].endswith("[cut]")) == (1, True)
+    assert len(lines) == 1
+    assert lines[0].endswith("[cut]")
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -289,14 +291,17 @@ def _alive(pid: int) -> bool:
 def test_run_starts_and_stop_stops(app: App) -> None:
     started = body(app.handle(request("POST", "/run")))
     stopped = body(app.handle(request("POST", "/stop")))
-    assert (started["running"], stopped["running"], stopped["stopped"]) == (True, False, True)
+    assert started["running"] is True
+    assert stopped["running"] is False
+    assert stopped["stopped"] is True
 
 
 def test_run_always_restarts(app: App) -> None:
     first = body(app.handle(request("POST", "/run")))["pid"]
     second = body(app.handle(request("POST", "/run")))["pid"]
     time.sleep(0.05)
-    assert (first != second, _alive(first)) == (True, False)
+    assert first != second
+    assert _alive(first) is False
 
 
 def test_run_ignores_body_args(app: App) -> None:
@@ -329,13 +334,15 @@ def test_stop_kills_stubborn_group_after_grace(tmp_path: Path) -> None:
         elapsed = time.monotonic() - started
     finally:
         application.shutdown()
-    assert (_alive(pid), 0.25 < elapsed < 5) == (False, True)
+    assert _alive(pid) is False
+    assert 0.25 < elapsed < 5
 
 
 def test_status_reports_run_and_build(app: App) -> None:
     app.handle(request("POST", "/run"))
     status = body(app.handle(request("GET", "/status")))
-    assert (status["run"]["running"], status["build"]["pending"]) == (True, 0)
+    assert status["run"]["running"] is True
+    assert status["build"]["pending"] == 0
 
 
 def test_shutdown_stops_build_and_run(tmp_path: Path) -> None:
@@ -351,7 +358,8 @@ def test_shutdown_stops_build_and_run(tmp_path: Path) -> None:
     build_pid = build.pid
     application.shutdown()
     time.sleep(0.05)
-    assert (_alive(run_pid), _alive(build_pid)) == (False, False)
+    assert _alive(run_pid) is False
+    assert _alive(build_pid) is False
 
 
 def test_build_missing_program_is_error_state(tmp_path: Path) -> None:
@@ -363,7 +371,8 @@ def test_build_missing_program_is_error_state(tmp_path: Path) -> None:
         status = wait_status(application, queue_build(application, "ok"))
     finally:
         application.shutdown()
-    assert (status["state"], "cannot start" in status["error"]) == ("error", True)
+    assert status["state"] == "error"
+    assert "cannot start" in status["error"]
     assert any("cannot start '/nonexistent/tool'" in line for line in status["log_tail"])
 
 

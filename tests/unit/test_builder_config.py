@@ -27,7 +27,8 @@ from builder_api.config import (
 
 def test_config_defaults_without_a_file(tmp_path: Path) -> None:
     config = load_config(str(tmp_path))
-    assert (config.server.bind, config.server.port) == ("127.0.0.1", 6666)
+    assert config.server.bind == "127.0.0.1"
+    assert config.server.port == 6666
     assert config.build.max_pending == 32
     assert config.security.request_timeout_s == 30
     assert config.security.auth_failures_per_minute == 10
@@ -42,11 +43,9 @@ def test_config_reads_toml(tmp_path: Path) -> None:
         '[logs]\napp = "app.log"\n'
     )
     config = load_config(str(tmp_path))
-    assert (config.server.port, config.build.command, config.logs["app"]) == (
-        7000,
-        ("make",),
-        str(tmp_path.resolve() / "app.log"),
-    )
+    assert config.server.port == 7000
+    assert config.build.command == ("make",)
+    assert config.logs["app"] == str(tmp_path.resolve() / "app.log")
 
 
 def test_config_reads_yaml(tmp_path: Path) -> None:
@@ -59,7 +58,8 @@ def test_config_unknown_key_names_file_and_key(tmp_path: Path) -> None:
     (tmp_path / ".builder-api.json").write_text(json.dumps({"build": {"comand": ["make"]}}))
     with pytest.raises(ConfigError) as info:
         load_config(str(tmp_path))
-    assert (info.value.key, info.value.file.endswith(".builder-api.json")) == ("build.comand", True)
+    assert info.value.key == "build.comand"
+    assert info.value.file.endswith(".builder-api.json")
 
 
 def test_config_string_command_is_refused(tmp_path: Path) -> None:
@@ -137,11 +137,9 @@ def test_config_plugin_must_be_python(tmp_path: Path) -> None:
 
 def test_launch_args_runs_the_package_directory(tmp_path: Path) -> None:
     argv = launch_args(str(tmp_path))
-    assert (argv[0], os.path.basename(argv[1]), argv[2:]) == (
-        sys.executable,
-        "builder_api",
-        ["--project", str(tmp_path)],
-    )
+    assert argv[0] == sys.executable
+    assert os.path.basename(argv[1]) == "builder_api"
+    assert argv[2:] == ["--project", str(tmp_path)]
 
 
 # -- Hypothesis: any input parses into a Config or raises ConfigError, nothing else ------------

@@ -56,7 +56,9 @@ def test_ws_codec_encodes_what_websockets_parses(payload: bytes, text: bool) -> 
     if text:
         payload = payload.decode("utf-8", "replace").encode("utf-8")
     frame = parse_with_websockets(wsproto.encode_frame(opcode, payload), mask=False)
-    assert (frame.data, frame.fin, int(frame.opcode)) == (payload, True, opcode)
+    assert frame.data == payload
+    assert frame.fin is True
+    assert int(frame.opcode) == opcode
 
 
 @settings(max_examples=200, deadline=None)
@@ -150,7 +152,8 @@ def test_ws_client_queue_drops_oldest() -> None:
     client = WsClient(_NullSocket(), "slow", max_queue=3)  # type: ignore[arg-type]
     for i in range(10):
         client.push(bytes([i]))
-    assert (list(client.queue), client.dropped) == ([b"\x07", b"\x08", b"\x09"], 7)
+    assert list(client.queue) == [b"\x07", b"\x08", b"\x09"]
+    assert client.dropped == 7
 
 
 # -- live endpoint ------------------------------------------------------------------------------
@@ -175,7 +178,8 @@ def test_ws_hello_then_heartbeat(live: Live) -> None:
     with ws_connect(live) as ws:
         hello = json.loads(ws.recv(timeout=5))
         beat = recv_until(ws, lambda m: m["type"] == "status")
-    assert (hello["type"], "run" in beat["status"]) == ("hello", True)
+    assert hello["type"] == "hello"
+    assert "run" in beat["status"]
 
 
 def test_ws_pushes_log_lines(live: Live, tmp_path: Path) -> None:
@@ -184,7 +188,8 @@ def test_ws_pushes_log_lines(live: Live, tmp_path: Path) -> None:
         with open(tmp_path / "logs" / "app.log", "a") as log:
             log.write("fresh line\n")
         message = recv_until(ws, lambda m: m["type"] == "log")
-    assert (message["file"], message["line"]) == ("app", "fresh line")
+    assert message["file"] == "app"
+    assert message["line"] == "fresh line"
 
 
 def test_ws_pushes_events(live: Live) -> None:
@@ -348,4 +353,5 @@ def test_ws_slow_client_loses_oldest_not_others(roomy: Live, tmp_path: Path) -> 
     except socket.timeout:
         pass
     slow.close()
-    assert (seen, b'"type":"dropped"' in received) == (lines, True)
+    assert seen == lines
+    assert b'"type":"dropped"' in received

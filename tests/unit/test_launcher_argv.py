@@ -233,17 +233,20 @@ def test_argv_podman_security_opt(project):
 
 def test_identity_root_maps_to_1000():
     identity = llmdocker.agent_identity(make_settings(), 0, 0)
-    assert (identity.uid, identity.gid) == (1000, 1000)
+    assert identity.uid == 1000
+    assert identity.gid == 1000
 
 
 def test_identity_user_kept():
     identity = llmdocker.agent_identity(make_settings(), 501, 20)
-    assert (identity.uid, identity.gid) == (501, 20)
+    assert identity.uid == 501
+    assert identity.gid == 20
 
 
 def test_identity_root_takes_project_owner():
     identity = llmdocker.agent_identity(make_settings(), 0, 0, (1001, 1002))
-    assert (identity.uid, identity.gid) == (1001, 1002)
+    assert identity.uid == 1001
+    assert identity.gid == 1002
 
 
 @pytest.mark.parametrize(
@@ -260,14 +263,16 @@ def test_identity_root_owned_project_falls_back(owner, expected):
 
 def test_identity_user_ignores_project_owner():
     identity = llmdocker.agent_identity(make_settings(), 501, 20, (1001, 1002))
-    assert (identity.uid, identity.gid) == (501, 20)
+    assert identity.uid == 501
+    assert identity.gid == 20
 
 
 def test_identity_settings_override_project_owner():
     identity = llmdocker.agent_identity(
         make_settings(AGENT_UID="4321", AGENT_GID="99"), 0, 0, (1001, 1002)
     )
-    assert (identity.uid, identity.gid) == (4321, 99)
+    assert identity.uid == 4321
+    assert identity.gid == 99
 
 
 @pytest.mark.parametrize(
@@ -308,7 +313,8 @@ def test_project_write_warning_none_when_writable(tmp_path):
 
 def test_identity_settings_override():
     identity = llmdocker.agent_identity(make_settings(AGENT_UID="4321", AGENT_GID="99"), 0, 0)
-    assert (identity.uid, identity.gid) == (4321, 99)
+    assert identity.uid == 4321
+    assert identity.gid == 99
 
 
 @pytest.mark.parametrize(
