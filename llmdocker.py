@@ -3,7 +3,7 @@
 # Started as a program (cld, ocd, ./llmdocker.py), this file is first read by sh, which runs
 # the line below. It imports llmdocker as a module, so Python loads the cached bytecode from
 # __pycache__ instead of compiling this whole file on every launch (about 20 ms). Python
-# itself sees these lines as a string.
+# itself parses these lines as a string.
 find_code='import os, sys; sys.path[0] = os.path.dirname(os.path.realpath(sys.argv[1]))'
 exec python3 -c "$find_code; import llmdocker; llmdocker.run_as_program()" "$0" "$@"
 """
@@ -151,7 +151,7 @@ HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 class LauncherError(Exception):
     """A refusal or failure reported to the user as `cld: error: MESSAGE` with exit status 1.
 
-    `hint` says what to do next (the setting, flag or command that changes the outcome).
+    `hint` is the next step for the user (the setting, flag or command that changes the outcome).
     """
 
     exit_status = 1
@@ -177,7 +177,7 @@ class GuardError(LauncherError):
 
 
 class EngineError(LauncherError):
-    """The container engine is missing, does not answer, or a command failed."""
+    """The container engine is missing, does not respond, or a command failed."""
 
 
 class NotAvailableError(LauncherError):
@@ -326,7 +326,7 @@ class Setting:
     """One row of the settings table: name, type, default and documentation.
 
     `kind` is one of: bool, int, port, kilobytes, uid, path, container-path, choice, text,
-    names, cpus, memory, image, host, secret. `where` says which file the setting belongs in
+    names, cpus, memory, image, host, secret. `where` names the file the setting belongs in
     (`conf`, `env` for secrets, or `environment` for settings read only from the process
     environment).
     """
@@ -3206,7 +3206,7 @@ def find_running_builder_api(launch: BuilderApiLaunch) -> int | None:
     """Return the pid of this project's daemon when it runs and accepts connections, else None.
 
     A daemon that runs on another address or port than this launch needs is an error, because
-    the container would be told the wrong URL.
+    the container would receive the wrong URL.
     """
     record = read_builder_api_record(launch.record_file)
     if record is None:
@@ -3702,7 +3702,7 @@ def bool_word(value: bool) -> str:
 def tool_command(
     tool: str, decision: SessionDecision, settings: Settings, passthrough: Sequence[str]
 ) -> list[str]:
-    """Return the tool's argv as the tool sees it (the container command)."""
+    """Return the tool's argv as the tool receives it (the container command)."""
     command = [tool]
     if tool == "claude" and settings.flag("CLAUDE_BYPASS_PERMISSIONS"):
         command.append("--dangerously-skip-permissions")
@@ -4462,7 +4462,7 @@ def ensure_image(
 
 
 class Options:
-    """The parsed command line."""
+    """Parsed command line: the tool, the flags and the arguments after `--`."""
 
     def __init__(self, tool: str) -> None:
         self.tool = tool

@@ -16,7 +16,7 @@ or run it::
     python3 client.py status | run | stop | queue | cancel ID | events [--type T] [--since TS]
 
 Exit codes: 0 success, 1 the build failed or was cancelled, 2 usage or request refused (4xx),
-3 the daemon cannot be reached, 4 the daemon answered with a server error.
+3 the daemon cannot be reached, 4 the daemon returned a server error.
 """
 
 import argparse

@@ -53,13 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def setup_logging(verbose: bool, quiet: bool) -> None:
     """Requests (method, path without query, status, agent, client) are logged at INFO."""
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    level = logging.INFO
+    if quiet:
+        level = logging.WARNING
+    elif verbose:
+        level = logging.DEBUG
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s builder-api %(levelname)s %(message)s"
     )
 
 
-# Seconds the server waits at shutdown for requests in progress to send their answers.
+# Seconds the server waits at shutdown for requests in progress to send their responses.
 SHUTDOWN_DRAIN_S = 2.0
 # File under server.runtime_dir that one daemon per project holds an exclusive flock on.
 LOCK_NAME = "daemon.lock"

@@ -1,6 +1,6 @@
 """Sans-I/O HTTP/1.1 pieces: the Request and Response records and a strict request-head parser.
 
-The parser accepts only what the daemon needs and answers everything else with a 4xx
+The parser accepts only what the daemon needs and rejects everything else with a 4xx
 (`HttpError`): it never raises anything else on client input.
 """
 

@@ -6,6 +6,7 @@ The stub's fake claude/opencode print their argv, uid, environment, capabilities
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -408,11 +409,12 @@ def container_of(sandbox: Sandbox, docker_env: dict[str, str]) -> str:
     return name
 
 
-def test_docker_run_signals_reach_agent(sandbox, docker_env):
-    """tini forwards SIGWINCH (terminal resize) and docker stop's SIGTERM to the agent.
+@contextlib.contextmanager
+def sleeping_launcher(sandbox, docker_env):
+    """Run `cld` with the stub tool sleeping; yield the launcher and its output reader.
 
-    Without CAP_KILL, tini (root) may not signal the agent (another uid) and ends the whole
-    container with "[FATAL tini (1)] Unexpected error when forwarding signal".
+    On the way out a launcher still running is killed and its container removed, so a failed
+    test leaves nothing behind.
     """
     environment = dict(sandbox.env, STUB_SLEEP="120", PASS_ENV="STUB_SLEEP")
     launcher = subprocess.Popen(
@@ -422,6 +424,24 @@ def test_docker_run_signals_reach_agent(sandbox, docker_env):
     output = LineReader(launcher.stdout)
     try:
         output.wait_for("SLEEPING")
+        yield launcher, output
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+            subprocess.run(
+                ["docker", "rm", "-f", container_of(sandbox, docker_env)],
+                capture_output=True, env=docker_env, check=False,
+            )  # fmt: skip
+
+
+def test_docker_run_signals_reach_agent(sandbox, docker_env):
+    """tini forwards SIGWINCH (terminal resize) and docker stop's SIGTERM to the agent.
+
+    Without CAP_KILL, tini (root) may not signal the agent (another uid) and ends the whole
+    container with "[FATAL tini (1)] Unexpected error when forwarding signal".
+    """
+    with sleeping_launcher(sandbox, docker_env) as (launcher, output):
         name = container_of(sandbox, docker_env)
 
         subprocess.run(
@@ -437,10 +457,6 @@ def test_docker_run_signals_reach_agent(sandbox, docker_env):
 
         subprocess.run(["docker", "stop", name], capture_output=True, env=docker_env, check=True)
         exit_code = launcher.wait(timeout=SIGNAL_WAIT_S)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
     stderr = launcher.stderr.read() if launcher.stderr else ""
     lines = output.rest()
 
@@ -451,24 +467,9 @@ def test_docker_run_signals_reach_agent(sandbox, docker_env):
 
 def test_docker_run_launcher_sigterm_reaches_agent(sandbox, docker_env):
     """SIGTERM to the launcher goes through the docker CLI and tini to the agent."""
-    environment = dict(sandbox.env, STUB_SLEEP="120", PASS_ENV="STUB_SLEEP")
-    launcher = subprocess.Popen(
-        [str(CLD)], cwd=sandbox.project, env=environment, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    output = LineReader(launcher.stdout)
-    try:
-        output.wait_for("SLEEPING")
+    with sleeping_launcher(sandbox, docker_env) as (launcher, output):
         launcher.terminate()
         exit_code = launcher.wait(timeout=SIGNAL_WAIT_S)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
-            subprocess.run(
-                ["docker", "rm", "-f", container_of(sandbox, docker_env)],
-                capture_output=True, env=docker_env, check=False,
-            )  # fmt: skip
     stderr = launcher.stderr.read() if launcher.stderr else ""
     lines = output.rest()
 

@@ -220,6 +220,28 @@ class AnthropicHandler(MockHandler):
         self.send_event({"type": "content_block_stop", "index": index}, "content_block_stop")
 
 
+# Any token works with the mock; 20+ characters because Claude Code approves keys by their tail.
+API_TOKEN = "llm-docker-test-token-0123456789abcdef"
+
+
+def offline_claude_environment(base_url: str) -> dict[str, str]:
+    """Return the environment that points Claude Code at the mock and keeps it off the network.
+
+    Measured with Claude Code 2.1: with these variables it contacts nothing but `base_url`, and
+    CLAUDE_CODE_MAX_RETRIES=0 makes a dead mock fail at once instead of retrying for minutes.
+    """
+    return {
+        "ANTHROPIC_BASE_URL": base_url,
+        "ANTHROPIC_AUTH_TOKEN": API_TOKEN,
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL": "1",
+        "CLAUDE_CODE_MAX_RETRIES": "0",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "DISABLE_AUTOUPDATER": "1",
+    }
+
+
 def model_entry(name: str) -> dict[str, str]:
     return {"type": "model", "id": name, "display_name": name, "created_at": "2025-01-01T00:00:00Z"}
 

@@ -154,6 +154,22 @@ class OpenAIHandler(MockHandler):
         self.send_event("[DONE]")
 
 
+def opencode_config(base_url: str) -> dict[str, Any]:
+    """Return an opencode.json whose only provider and model are this mock at `base_url`."""
+    provider = {
+        "npm": "@ai-sdk/openai-compatible",
+        "name": "Mock",
+        "options": {"baseURL": base_url, "apiKey": "test-key"},
+        "models": {"mock-model": {"name": "Mock Model"}},
+    }
+    return {
+        "$schema": "https://opencode.ai/config.json",
+        "provider": {"mock": provider},
+        "model": "mock/mock-model",
+        "small_model": "mock/mock-model",
+    }
+
+
 def serve(
     addresses: Iterable[str],
     script: Sequence[Step] = (),

@@ -34,18 +34,7 @@ PLUGIN_DEPENDENCIES = {"@opencode-ai/plugin": "*"}
 def seed_opencode_offline(cage: Cage, port: int) -> None:
     """Point OpenCode at the mock and keep it from installing its plugin package."""
     config_dir = cage.state / "opencode/config"
-    provider = {
-        "npm": "@ai-sdk/openai-compatible",
-        "name": "Mock",
-        "options": {"baseURL": f"http://host.docker.internal:{port}/v1", "apiKey": "test-key"},
-        "models": {"mock-model": {"name": "Mock Model"}},
-    }
-    config = {
-        "$schema": "https://opencode.ai/config.json",
-        "provider": {"mock": provider},
-        "model": "mock/mock-model",
-        "small_model": "mock/mock-model",
-    }
+    config = mock_openai.opencode_config(f"http://host.docker.internal:{port}/v1")
     write_file(config_dir / "opencode.json", json.dumps(config), cage.uid, cage.gid)
     write_file(
         config_dir / "package.json",

@@ -25,7 +25,6 @@ from tests.real.conftest import write_owned_file as write_file
 
 pytestmark = pytest.mark.real
 
-API_TOKEN = "llm-docker-test-token-0123456789abcdef"  # the mock accepts any token
 # Claude Code prints these when it skips (part of) a managed policy, and still exits 0.
 POLICY_WARNINGS = ("Managed settings failed to load", "matches no known tool")
 FAKE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key-llm-docker-test\n"
@@ -42,7 +41,7 @@ def claude_project(cage: Cage) -> Cage:
     write_file(cage.project / "NOTES.md", "draft\n", cage.uid, cage.gid)
     settings = cage.state / "claude/config/settings.json"
     write_file(settings, json.dumps({"theme": "dark"}), cage.uid, cage.gid)
-    seed_claude_offline(cage, API_TOKEN)
+    seed_claude_offline(cage, mock_anthropic.API_TOKEN)
     return cage
 
 
@@ -63,15 +62,8 @@ def start_mock(gateway_address: str) -> Iterator:
 
 def run_claude(cage: Cage, server: MockServer) -> Any:
     """Run one non-interactive Claude Code prompt in the cage against the mock."""
-    environment = {
-        "ANTHROPIC_BASE_URL": f"http://host.docker.internal:{server.port}",
-        "ANTHROPIC_AUTH_TOKEN": API_TOKEN,
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL": "1",
-        "CLAUDE_CODE_MAX_RETRIES": "0",
-        "DISABLE_TELEMETRY": "1",
-        "DISABLE_ERROR_REPORTING": "1",
-    }
+    base_url = f"http://host.docker.internal:{server.port}"
+    environment = mock_anthropic.offline_claude_environment(base_url)
     command = ["claude", "-p", "--dangerously-skip-permissions", "Follow the task."]
     result = cage.run(command, internet=False, bypass=True, environment=environment)
     for warning in POLICY_WARNINGS:

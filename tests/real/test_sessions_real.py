@@ -42,7 +42,6 @@ from tests.real.test_opencode import OPENCODE_ENVIRONMENT, PLUGIN_DEPENDENCIES
 
 pytestmark = pytest.mark.real
 
-API_TOKEN = "llm-docker-test-token-0123456789abcdef"  # the mock accepts any token
 PROJECT_FOLDER = "my proj.v2 é"  # spaces, dots and a non-ASCII letter
 CONTAINER_PROJECTS = "/home/agent/Projects"  # DOCKER_DIR's default
 SCREEN_COLUMNS, SCREEN_LINES = 150, 45
@@ -52,15 +51,6 @@ EXIT_TIMEOUT_S = 60
 KILL_DEADLINE_S = 10  # the container must be gone and the slot saved within this time
 POLL_S = 0.2
 
-CLAUDE_ENVIRONMENT = {
-    "ANTHROPIC_AUTH_TOKEN": API_TOKEN,
-    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-    "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL": "1",
-    "CLAUDE_CODE_MAX_RETRIES": "0",
-    "DISABLE_TELEMETRY": "1",
-    "DISABLE_ERROR_REPORTING": "1",
-    "DISABLE_AUTOUPDATER": "1",
-}
 
 # What each tool shows when its prompt takes input (Claude Code 2.1.332, OpenCode 1.18.33).
 READY_MARKERS = {"claude": "? for shortcuts", "opencode": "ctrl+p commands"}
@@ -171,26 +161,15 @@ class Harness:
             config = {
                 "hasCompletedOnboarding": True,
                 "projects": {"/": {"hasTrustDialogAccepted": True}},
-                "customApiKeyResponses": {"approved": [API_TOKEN[-20:]], "rejected": []},
+                "customApiKeyResponses": {
+                    "approved": [mock_anthropic.API_TOKEN[-20:]],
+                    "rejected": [],
+                },
             }
             self.owned_file(self.state / "claude/config/.claude.json", json.dumps(config))
             return
         config_dir = self.state / "opencode/config"
-        provider = {
-            "npm": "@ai-sdk/openai-compatible",
-            "name": "Mock",
-            "options": {
-                "baseURL": f"http://host.docker.internal:{self.server.port}/v1",
-                "apiKey": "test-key",
-            },
-            "models": {"mock-model": {"name": "Mock Model"}},
-        }
-        config = {
-            "$schema": "https://opencode.ai/config.json",
-            "provider": {"mock": provider},
-            "model": "mock/mock-model",
-            "small_model": "mock/mock-model",
-        }
+        config = mock_openai.opencode_config(f"http://host.docker.internal:{self.server.port}/v1")
         self.owned_file(config_dir / "opencode.json", json.dumps(config))
         self.owned_file(
             config_dir / "package.json", json.dumps({"dependencies": PLUGIN_DEPENDENCIES})
@@ -201,10 +180,11 @@ class Harness:
         os.chown(config_dir / "node_modules", self.uid, self.gid)
 
     def environment(self, image: str) -> dict[str, str]:
-        tool_environment = CLAUDE_ENVIRONMENT if self.tool == "claude" else OPENCODE_ENVIRONMENT
-        passed = dict(tool_environment)
         if self.tool == "claude":
-            passed["ANTHROPIC_BASE_URL"] = f"http://host.docker.internal:{self.server.port}"
+            base_url = f"http://host.docker.internal:{self.server.port}"
+            passed = mock_anthropic.offline_claude_environment(base_url)
+        else:
+            passed = dict(OPENCODE_ENVIRONMENT)
         return {
             **{key: value for key, value in self.docker_env.items() if key.startswith("DOCKER_")},
             "PATH": os.environ["PATH"],
